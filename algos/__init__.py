@@ -1,0 +1,29 @@
+"""Algorithm core: pure math (`core`), knobs and presets (`config`), the composed loss (`loss`)."""
+from algos import dapo, dr_grpo, grpo, ppo, rloo
+from algos.config import AlgoConfig, knob_help, knob_names, parse_knob, preset
+from algos.core import (
+    advantage_stats,
+    aggregate,
+    clipped_surrogate,
+    degenerate_groups,
+    explained_variance,
+    gae,
+    group_advantages,
+    kl_estimate,
+    masked_mean,
+    masked_whiten,
+    overlong_penalty,
+    value_loss,
+)
+from algos.loss import compute_advantages, policy_loss, shape_rewards
+
+PRESETS: dict[str, AlgoConfig] = {
+    module.PRESET.name: module.PRESET for module in (ppo, grpo, dr_grpo, dapo, rloo)
+}
+
+__all__ = [
+    "AlgoConfig", "PRESETS", "preset", "knob_names", "knob_help", "parse_knob",
+    "group_advantages", "gae", "kl_estimate", "clipped_surrogate", "aggregate", "value_loss",
+    "overlong_penalty", "degenerate_groups", "advantage_stats", "explained_variance",
+    "masked_mean", "masked_whiten", "compute_advantages", "policy_loss", "shape_rewards",
+]

@@ -1,0 +1,131 @@
+"""Presets, knob validation, and the composed loss (`policy_loss`, `compute_advantages`)."""
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from algos import PRESETS, AlgoConfig, compute_advantages, parse_knob, policy_loss, preset, shape_rewards
+
+
+def diff(a: AlgoConfig, b: AlgoConfig) -> set[str]:
+    return {k for k, v in a.to_dict().items() if b.to_dict()[k] != v} - {"name"}
+
+
+def test_ppo_vs_grpo_differ_only_in_the_baseline():
+    # ALGORITHMS.md: baseline (critic/GAE vs group), scaling, rollouts per prompt.
+    assert diff(preset("ppo"), preset("grpo")) == {"baseline", "critic", "scale", "group_size"}
+
+
+def test_preset_rows_match_algorithms_md():
+    assert diff(preset("grpo"), preset("dr_grpo")) == {"scale", "aggregation", "kl_coef"}
+    assert diff(preset("grpo"), preset("dapo")) == {
+        "eps_high", "filter_groups", "aggregation", "soft_punish", "mask_truncated", "kl_coef"
+    }
+    assert preset("dapo").eps_high == 0.28 and preset("dapo").eps_low == 0.2
+    assert preset("grpo").kl_coef == 0.04 and preset("ppo").kl_coef == 0.04
+    assert diff(preset("grpo"), preset("rloo")) == {"baseline", "scale"}
+
+
+def test_override_returns_new_config():
+    grpo = preset("grpo")
+    ablated = preset("grpo", scale="none")
+    assert ablated.scale == "none" and grpo.scale == "group_std"
+    assert grpo.replace(eps_high=0.28).eps_high == 0.28
+    with pytest.raises(Exception):
+        grpo.scale = "none"  # frozen
+
+
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        (lambda: preset("ppo2"), "unknown algorithm 'ppo2'; valid: ppo, grpo, dr_grpo, dapo, rloo"),
+        (lambda: preset("grpo", scaling="none"), "unknown algo knob"),
+        (lambda: preset("grpo", scale="whiten"), "valid: group_std, batch_std, batch_whiten, none"),
+        (lambda: preset("grpo", group_size=1), "needs algo.group_size >= 2"),
+        (lambda: preset("ppo", critic=False), "needs a critic"),
+        (lambda: preset("grpo", eps_low=-0.1), "eps_low must be >= 0"),
+        (lambda: preset("grpo", kl_coef=-1.0), "kl_coef must be >= 0"),
+        (lambda: preset("ppo", scale="group_std"), "use scale=batch_whiten"),
+        (lambda: preset("grpo", kl_placement="reward"), "only a critic"),
+        (lambda: preset("ppo", filter_groups=True), "needs a group baseline"),
+        (lambda: preset("grpo", norm_len=0), "norm_len must be >= 1"),
+    ],
+)
+def test_invalid_configs_raise_with_guidance(call, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        call()
+
+
+def test_sum_norm_without_max_len_fails_at_loss_time():
+    cfg = preset("dr_grpo")
+    batch = dict(logp=torch.zeros(2, 3), old_logp=torch.zeros(2, 3), advantages=torch.ones(2), response_mask=torch.ones(2, 3))
+    with pytest.raises(ValueError, match="needs max_len"):
+        policy_loss(batch, cfg)
+    loss, _ = policy_loss({**batch, "max_len": 6}, cfg)
+    assert loss.item() == pytest.approx(-6 / (2 * 6))  # each token -1; sum -6 over 2 seqs * L=6
+
+
+def test_parse_knob_types():
+    assert parse_knob("eps_high", "0.28") == 0.28
+    assert parse_knob("filter_groups", "true") is True
+    assert parse_knob("norm_len", "null") is None and parse_knob("norm_len", "16") == 16
+    assert parse_knob("scale", "none") == "none"
+    with pytest.raises(ValueError, match="not a valid int"):
+        parse_knob("epochs", "two")
+
+
+def test_policy_loss_grpo_hand_computed():
+    # two rollouts, ratio 1, advantages +1/-1, lengths 2 and 1, KL 0 (ref == logp)
+    logp = torch.zeros(2, 2, requires_grad=True)
+    batch = dict(
+        logp=logp, old_logp=torch.zeros(2, 2), ref_logp=torch.zeros(2, 2),
+        advantages=torch.tensor([1.0, -1.0]), response_mask=torch.tensor([[1.0, 1.0], [1.0, 0.0]]),
+    )
+    loss, metrics = policy_loss(batch, preset("grpo"))
+    assert loss.item() == pytest.approx(0.0)  # (-1 + 1)/2
+    assert metrics["kl_loss"] == 0.0 and metrics["ratio_mean"] == 1.0
+    loss.backward()
+    # d/dlogp of -ratio*A: -A per token, / len, / 2 seqs
+    assert torch.allclose(logp.grad, torch.tensor([[-0.25, -0.25], [0.5, 0.0]]))
+
+
+def test_policy_loss_mask_truncated_and_tis():
+    batch = dict(
+        logp=torch.zeros(2, 2), old_logp=torch.zeros(2, 2), advantages=torch.tensor([1.0, 3.0]),
+        response_mask=torch.ones(2, 2), truncated=torch.tensor([False, True]),
+        sampler_logp=torch.tensor([[0.0, 0.0], [-5.0, -5.0]]),
+    )
+    loss, _ = policy_loss(batch, preset("dapo"))
+    assert loss.item() == pytest.approx(-1.0)  # the truncated rollout (A=3) is masked out
+    # TIS: weight exp(old - sampler) = exp(5) capped at 2 on the second rollout
+    loss, metrics = policy_loss(batch, preset("grpo", kl_coef=0.0, tis_cap=2.0))
+    assert loss.item() == pytest.approx((-1.0 + -3.0 * 2) / 2)
+    assert metrics["tis_weight_mean"] == pytest.approx(1.5)
+
+
+def test_compute_advantages_group_and_critic():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 1.0], [1.0, 1.0]])
+    adv, returns = compute_advantages(rewards, mask, preset("grpo", group_size=4, eps=0.0))
+    assert returns is None
+    assert torch.allclose(adv, torch.tensor([[1.5, 1.5], [-0.5, 0.0], [-0.5, -0.5], [-0.5, -0.5]]))
+    # critic with zero values, gamma=lam=1, scale none: A_t = R for every token, returns = R
+    cfg = preset("ppo", scale="none", lam=1.0)
+    adv, returns = compute_advantages(rewards, mask, cfg, values=torch.zeros(4, 2))
+    assert torch.allclose(adv, torch.tensor([[1.0, 1.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]))
+    assert torch.allclose(returns, adv)
+
+
+def test_shape_rewards_soft_punish():
+    lengths = torch.tensor([4, 7, 8, 9])
+    shaped = shape_rewards(torch.ones(4), lengths, preset("dapo"), max_len=8)  # cache 4: soft zone (4, 8]
+    assert torch.allclose(shaped, torch.tensor([1.0, 0.25, 0.0, 0.0]))
+    assert torch.equal(shape_rewards(torch.ones(4), lengths, preset("grpo"), max_len=8), torch.ones(4))
+
+
+def test_python_m_algos_prints_table():
+    out = subprocess.run([sys.executable, "-m", "algos"], capture_output=True, text=True, check=True).stdout
+    for name in PRESETS:
+        assert name in out
+    assert "| **baseline** | critic | group | group | group | leave_one_out |" in out
