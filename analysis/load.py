@@ -1,0 +1,526 @@
+"""Load run folders into tidy DataFrames: one row per run x step (`load_runs`), one row per
+run x step x group (`load_groups`), one row per run (`list_runs`).
+
+A run folder (docs/DESIGN.md, "Run folder") holds config.yaml, metrics.jsonl, groups.jsonl and
+status.json. Each loaded row carries the run's knobs as columns: the config flattened with dots
+(`algo.name`, `algo.scale`, `model.name`, `seed`, ...), plus
+
+    run        the run folder (absolute path, str)
+    run_name   config `name` (the folder name when the config has none)
+    algo       a readable algorithm label: the preset name plus every algo knob that differs
+               within the loaded set and differs from the preset, e.g. "grpo" vs "grpo scale=none"
+    state      status.json `state` (running|completed|failed|preempted; "unknown" when missing)
+
+Reading is tolerant of runs being written: a torn last line (the writer was mid-line) is
+ignored, an unparsable line elsewhere is skipped with a warning, and a step logged twice (a
+run resumed from an earlier checkpoint) keeps its last row. Parsed files are cached as parquet
+in `RUN/.cache/`, keyed by the source files' size and mtime, so a second load of an unchanged
+run reads one small parquet file.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import warnings
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.json as pa_json
+import pyarrow.parquet as pq
+import yaml
+
+METRIC_KEYS: tuple[str, ...] = (
+    "step", "samples", "reward_mean", "reward_std", "accuracy", "adv_mean", "adv_std", "adv_abs_mean",
+    "adv_zero_frac", "groups_degenerate_frac", "std_gain_mean", "std_gain_max", "kl_ref_mean",
+    "clip_frac_low", "clip_frac_high", "ratio_mean", "entropy_mean", "pg_loss", "loss", "grad_norm",
+    "value_loss", "value_mean", "critic_explained_var", "resp_len_mean", "resp_len_max",
+    "resp_len_correct_mean", "resp_len_incorrect_mean", "truncated_frac", "filter_rounds",
+    "filter_prompts_drawn", "filter_groups_dropped", "verify_timeouts", "nonfinite_skipped",
+    "sampler_logp_diff_mean", "sampler_logp_diff_max", "mem_peak_bytes", "mem_peak_rollout_bytes",
+    "mem_peak_reference_bytes", "mem_peak_critic_bytes", "mem_peak_update_bytes", "mem_params_bytes",
+    "mem_grads_bytes", "mem_optimizer_bytes", "time_step_s", "time_rollout_s", "time_verify_s",
+    "time_reference_s", "time_critic_s", "time_update_s", "tokens_per_s", "eval_accuracy",
+)
+"""The keys of every metrics.jsonl row (docs/DESIGN.md); all but `step` load as float64."""
+
+GROUP_KEYS: tuple[str, ...] = (
+    "step", "group", "success_rate", "reward_mean", "reward_std", "std_gain", "adv_abs_mean", "degenerate",
+)
+"""The keys of every groups.jsonl row; `step`, `group` load as int64, `degenerate` as bool."""
+
+ID_COLUMNS: tuple[str, ...] = ("run", "run_name", "algo", "state")
+"""Columns every loaded frame starts with, before the step data and the config knobs."""
+
+CONFIG_FILE, METRICS_FILE, GROUPS_FILE, STATUS_FILE = "config.yaml", "metrics.jsonl", "groups.jsonl", "status.json"
+CACHE_DIR = ".cache"
+_CACHE_VERSION = 1
+_CACHE_META_KEY = b"analysis.cache"
+_SKIP_DIRS = {"checkpoint", "__pycache__"}  # never hold run folders; skipping them keeps the walk fast
+
+_METRIC_TYPES: dict[str, pa.DataType] = {k: pa.float64() for k in METRIC_KEYS} | {"step": pa.int64()}
+_GROUP_TYPES: dict[str, pa.DataType] = {k: pa.float64() for k in GROUP_KEYS} | {
+    "step": pa.int64(), "group": pa.int64(), "degenerate": pa.bool_()}
+
+PathsLike = str | os.PathLike | Iterable[str | os.PathLike]
+
+
+# ----------------------------------------------------------------------------- discovery
+
+
+def find_runs(paths: PathsLike) -> list[Path]:
+    """Run folders under `paths`: each path is a run folder or a folder searched recursively
+    for folders holding both config.yaml and metrics.jsonl. Sorted, without duplicates.
+
+    Raises FileNotFoundError for a path that does not exist.
+    """
+    found: dict[Path, None] = {}
+    for raw in _as_path_list(paths):
+        path = Path(raw).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path}: no such file or directory; pass run folders or folders that contain them "
+                f"(a run folder holds {CONFIG_FILE} and {METRICS_FILE})"
+            )
+        if path.is_file():
+            if path.name not in (CONFIG_FILE, METRICS_FILE):
+                raise ValueError(f"{path} is a file; pass a run folder (with {CONFIG_FILE} and {METRICS_FILE}) "
+                                 "or a folder that contains run folders")
+            path = path.parent
+        for dirpath, dirnames, filenames in os.walk(path):
+            if CONFIG_FILE in filenames and METRICS_FILE in filenames:
+                found[Path(dirpath).resolve()] = None
+                dirnames[:] = []  # a run folder holds no further runs
+            else:
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in _SKIP_DIRS)
+    return sorted(found)
+
+
+def _as_path_list(paths: PathsLike) -> list[str | os.PathLike]:
+    if isinstance(paths, (str, os.PathLike)):
+        return [paths]
+    out = list(paths)
+    if not out:
+        raise ValueError("no paths given; pass run folders or folders that contain them")
+    return out
+
+
+# ----------------------------------------------------------------------------- public loaders
+
+
+def list_runs(paths: PathsLike) -> pd.DataFrame:
+    """One row per run folder under `paths`: the id columns (run, run_name, algo, state),
+    `status.step`, `status.error`, and the flattened config. Includes runs with no steps yet."""
+    runs = find_runs(paths)
+    infos = [_run_info(run) for run in runs]
+    _attach_algo_labels(infos)
+    return _info_frame(infos)
+
+
+def load_runs(paths: PathsLike, *, cache: bool = True) -> pd.DataFrame:
+    """One row per run x logged step of every run under `paths` (see the module docstring).
+
+    Columns: run, run_name, algo, state, then the metrics (`step` int64, every other key of
+    `METRIC_KEYS` float64, NaN where the run logged null), then the config knobs. Metric keys a
+    run does not log are NaN columns, so figures can rely on them. `cache=False` neither reads
+    nor writes the parquet cache.
+    """
+    runs = find_runs(paths)
+    infos, tables = [], []
+    for run in runs:
+        info = _run_info(run, cache=cache)
+        tables.append(_load_table(run, METRICS_FILE, _METRIC_TYPES, ("step",), cache=cache))
+        infos.append(info)
+    _attach_algo_labels(infos)
+    return _assemble(infos, tables, METRIC_KEYS)
+
+
+def load_groups(paths: PathsLike, *, cache: bool = True, config_columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per run x step x group from groups.jsonl of every run under `paths`.
+
+    Columns: run, run_name, algo, state, then `GROUP_KEYS` (step, group int64; degenerate bool;
+    the rest float64), then the config knobs — all of them, or only `config_columns` (large
+    group tables get big with ~50 object columns). Runs without groups.jsonl add no rows.
+    """
+    runs = find_runs(paths)
+    infos, tables = [], []
+    for run in runs:
+        infos.append(_run_info(run, cache=cache))
+        if (run / GROUPS_FILE).exists():
+            tables.append(_load_table(run, GROUPS_FILE, _GROUP_TYPES, ("step", "group"), cache=cache))
+        else:
+            tables.append(_empty_table(_GROUP_TYPES))
+    _attach_algo_labels(infos)
+    if config_columns is not None:
+        missing = [c for c in config_columns if not any(c in i["config"] for i in infos)] if infos else []
+        if missing:
+            raise KeyError(f"config column(s) {missing} not in any loaded run's config; "
+                           f"available: {sorted({k for i in infos for k in i['config']})}")
+        for info in infos:
+            info["config"] = {k: v for k, v in info["config"].items() if k in config_columns}
+    return _assemble(infos, tables, GROUP_KEYS)
+
+
+# ----------------------------------------------------------------------------- per-run pieces
+
+
+def _run_info(run: Path, *, cache: bool = True) -> dict[str, Any]:
+    """The run's id columns, status and flattened config (config cached like the jsonl files)."""
+    config = _load_config(run, cache=cache)
+    status = read_status(run / STATUS_FILE)
+    name = config.get("name")
+    return {
+        "run": str(run),
+        "run_name": str(name) if name is not None else run.name,
+        "state": status.get("state") or "unknown",
+        "status.step": status.get("step"),
+        "status.error": status.get("error"),
+        "config": config,
+    }
+
+
+def read_status(path: Path) -> dict[str, Any]:
+    """status.json as a dict; {} when it is missing, unreadable or torn (with a warning)."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        return {}
+    except OSError as err:
+        warnings.warn(f"{path}: cannot read ({err}); treating the run's state as unknown", stacklevel=3)
+        return {}
+    try:
+        status = json.loads(text)
+    except json.JSONDecodeError:
+        warnings.warn(f"{path}: not valid JSON (being written?); treating the run's state as unknown", stacklevel=3)
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
+def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"algo": {"scale": "none"}, "seed": 1} -> {"algo.scale": "none", "seed": 1}.
+
+    Lists become JSON strings so every value is hashable (groupby-able); empty dicts vanish.
+    """
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_config(value, prefix=f"{name}."))
+        elif isinstance(value, (list, tuple)):
+            flat[name] = json.dumps(value, default=str)
+        else:
+            flat[name] = value
+    return flat
+
+
+def _load_config(run: Path, *, cache: bool) -> dict[str, Any]:
+    path = run / CONFIG_FILE
+    key = _stat_key(path)
+    cache_file = run / CACHE_DIR / "config.json"
+    if cache:
+        try:
+            cached = json.loads(cache_file.read_text())
+            if cached.get("key") == key:
+                return cached["config"]
+        except (OSError, ValueError, KeyError, AttributeError):
+            pass
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        raw = yaml.load(path.read_text(), Loader=loader)
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML ({err}); the run folder is damaged — rewrite or remove it") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of config fields, got {type(raw).__name__}")
+    config = flatten_config(raw)
+    # Dates and other YAML scalars JSON cannot hold become strings.
+    config = {k: v if isinstance(v, (str, int, float, bool, type(None))) else str(v) for k, v in config.items()}
+    if cache:
+        _write_atomic(cache_file, json.dumps({"key": key, "config": config}).encode())
+    return config
+
+
+def _stat_key(path: Path) -> list[int]:
+    st = path.stat()
+    return [_CACHE_VERSION, st.st_size, st.st_mtime_ns]
+
+
+def _load_table(run: Path, filename: str, types: dict[str, pa.DataType], unique_by: tuple[str, ...],
+                *, cache: bool) -> pa.Table:
+    """A jsonl file of the run as an arrow table, from the parquet cache when it is current."""
+    source = run / filename
+    key = json.dumps(_stat_key(source)).encode()  # stat *before* reading: a later append only makes the key stale
+    cache_file = run / CACHE_DIR / (Path(filename).stem + ".parquet")
+    if cache:
+        try:
+            table = pq.read_table(cache_file)
+            if (table.schema.metadata or {}).get(_CACHE_META_KEY) == key:
+                return table.replace_schema_metadata(None)
+        except (OSError, pa.ArrowException):
+            pass
+    table = read_jsonl(source, types, unique_by=unique_by)
+    if cache:
+        sink = io.BytesIO()
+        pq.write_table(table.replace_schema_metadata({_CACHE_META_KEY: key}), sink, compression="snappy")
+        _write_atomic(cache_file, sink.getvalue())
+    return table
+
+
+_cache_write_warned = False
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write via a temporary file and rename, so a concurrent reader never sees half a file.
+    A read-only run folder only costs the cache (one warning), never the load."""
+    global _cache_write_warned
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(exist_ok=True)
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as err:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if not _cache_write_warned:
+            warnings.warn(f"cannot write the analysis cache {path} ({err}); loading without a cache", stacklevel=4)
+            _cache_write_warned = True
+
+
+# ----------------------------------------------------------------------------- jsonl parsing
+
+
+def read_jsonl(path: str | os.PathLike, types: dict[str, pa.DataType] | None = None, *,
+               unique_by: Sequence[str] = ()) -> pa.Table:
+    """Parse a jsonl file being appended to into an arrow table.
+
+    - A torn last line (no trailing newline, not valid JSON) is ignored: the writer is mid-line.
+    - Any other unparsable or non-object line is skipped with a warning naming its line number.
+    - `types` fixes the column types (missing keys become all-null columns); other keys are inferred.
+    - `unique_by`: rows repeating these columns keep only the last (a resumed run re-logs steps);
+      the result is sorted by them.
+    """
+    path = Path(path)
+    types = types or {}
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    body, tail = data[:end], data[end:]
+    if tail.strip():
+        try:
+            if isinstance(json.loads(tail), dict):
+                body = body + tail + b"\n"  # complete object, only its newline is still to come
+        except ValueError:
+            pass  # torn last line: the writer is mid-line
+    table = None
+    if body.strip():
+        try:
+            table = pa_json.read_json(
+                io.BytesIO(body),
+                parse_options=pa_json.ParseOptions(
+                    explicit_schema=pa.schema([(k, t) for k, t in types.items()]),
+                    unexpected_field_behavior="infer", newlines_in_values=False),
+            )
+        except pa.ArrowException:
+            table = _parse_lines_slowly(path, body, types)  # NaN literals, bad lines, odd types
+    if table is None or table.num_rows == 0:
+        table = _empty_table(types) if table is None else table
+    table = _conform(table, types)
+    if unique_by and table.num_rows:
+        table = _keep_last(table, unique_by)
+    return table
+
+
+def _parse_lines_slowly(path: Path, body: bytes, types: dict[str, pa.DataType]) -> pa.Table:
+    rows, bad = [], []
+    for number, line in enumerate(body.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            bad.append(number)
+            continue
+        if not isinstance(row, dict):
+            bad.append(number)
+            continue
+        rows.append(row)
+    if bad:
+        shown = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
+        warnings.warn(f"{path}: skipped {len(bad)} unparsable line(s) (line {shown})", stacklevel=4)
+    keys = list(types) + [k for k in dict.fromkeys(k for r in rows for k in r) if k not in types]
+    columns = {}
+    for key in keys:
+        values = [r.get(key) for r in rows]
+        columns[key] = _column(values, types.get(key))
+    return pa.table(columns) if columns else _empty_table(types)
+
+
+def _column(values: list[Any], dtype: pa.DataType | None) -> pa.Array:
+    if dtype is not None and pa.types.is_floating(dtype):
+        try:
+            return pa.array(np.array(values, dtype=np.float64))  # None -> NaN, true -> 1.0
+        except (TypeError, ValueError):
+            pass
+    if dtype is not None and pa.types.is_integer(dtype):
+        try:
+            return pa.array(values, type=pa.int64())
+        except (pa.ArrowException, TypeError, ValueError):
+            return pa.array(np.array(values, dtype=np.float64)).cast(pa.int64())
+    try:
+        return pa.array(values, type=dtype) if dtype is not None else pa.array(values)
+    except (pa.ArrowException, TypeError, ValueError):
+        return pa.array([None if v is None else str(v) for v in values], type=pa.string())
+
+
+def _conform(table: pa.Table, types: dict[str, pa.DataType]) -> pa.Table:
+    """Known columns first, in order, with their types (missing -> all null); nulls in float
+    columns become NaN so pandas sees plain float64."""
+    n = table.num_rows
+    columns, names = [], []
+    for key, dtype in types.items():
+        if key in table.column_names:
+            col = table.column(key)
+            if col.type != dtype:
+                try:
+                    col = col.cast(dtype)
+                except pa.ArrowException:
+                    col = pa.chunked_array([_column(col.to_pylist(), dtype)])
+        else:
+            col = pa.nulls(n, type=dtype)
+        if pa.types.is_floating(dtype):
+            col = col.fill_null(float("nan")) if col.null_count else col
+        columns.append(col)
+        names.append(key)
+    for key in table.column_names:
+        if key not in types:
+            col = table.column(key)
+            columns.append(col.cast(pa.float64()) if pa.types.is_null(col.type) else col)
+            names.append(key)
+    return pa.table(columns, names=names)
+
+
+def _keep_last(table: pa.Table, keys: Sequence[str]) -> pa.Table:
+    frame = pd.DataFrame({k: table.column(k).to_numpy(zero_copy_only=False) for k in keys})
+    keep = ~frame.duplicated(subset=list(keys), keep="last").to_numpy()
+    order = np.lexsort([frame[k].to_numpy()[keep] for k in reversed(keys)])
+    indices = np.flatnonzero(keep)[order]
+    if len(indices) == table.num_rows and np.all(indices == np.arange(table.num_rows)):
+        return table
+    return table.take(pa.array(indices))
+
+
+def _empty_table(types: dict[str, pa.DataType]) -> pa.Table:
+    return pa.table({k: pa.array([], type=t) for k, t in types.items()})
+
+
+# ----------------------------------------------------------------------------- algorithm labels
+
+
+def algo_labels(configs: Sequence[dict[str, Any]]) -> list[str]:
+    """A readable algorithm label per flattened config.
+
+    The label is `algo.name` plus `knob=value` for every `algo.*` knob that (a) takes more than
+    one value among the loaded runs of that preset and (b) differs from the preset's default
+    (from `algos.PRESETS`; where the preset is unknown, from the value most runs share). So
+    GRPO seeds with and without std-normalization read "grpo" and "grpo scale=none"; knobs that
+    every run of a preset shares stay out of the label.
+    """
+    by_name: dict[Any, list[int]] = defaultdict(list)
+    for i, config in enumerate(configs):
+        by_name[config.get("algo.name")].append(i)
+    labels = [""] * len(configs)
+    for name, members in by_name.items():
+        base = str(name) if name is not None else "unknown"
+        knobs = sorted({k for i in members for k in configs[i] if k.startswith("algo.") and k != "algo.name"})
+        varying = [k for k in knobs if len({_hashable(configs[i].get(k)) for i in members}) > 1]
+        defaults = _preset_defaults(base) if varying else {}
+        for k in varying:
+            if k[len("algo."):] not in defaults:
+                counts = Counter(_hashable(configs[i].get(k)) for i in members)
+                defaults[k[len("algo."):]] = counts.most_common(1)[0][0]
+        for i in members:
+            parts = [f"{k[len('algo.'):]}={_format_value(configs[i].get(k))}" for k in varying
+                     if not _same(configs[i].get(k), defaults[k[len('algo.'):]])]
+            labels[i] = " ".join([base, *parts])
+    return labels
+
+
+def _preset_defaults(name: str) -> dict[str, Any]:
+    try:
+        from algos import PRESETS  # imports torch: only done when some knob varies
+    except Exception:  # noqa: BLE001 - algos missing or broken: fall back to the majority value
+        return {}
+    preset = PRESETS.get(name)
+    return dict(preset.to_dict()) if preset is not None else {}
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, float) and np.isnan(value):
+        return "nan"
+    return json.dumps(value, sort_keys=True, default=str) if isinstance(value, (list, dict)) else value
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool):
+        return bool(np.isclose(a, b, rtol=1e-9, atol=0)) or a == b
+    return _hashable(a) == _hashable(b)
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value).lower() if isinstance(value, bool) else "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _attach_algo_labels(infos: list[dict[str, Any]]) -> None:
+    for info, label in zip(infos, algo_labels([i["config"] for i in infos])):
+        info["algo"] = label
+
+
+# ----------------------------------------------------------------------------- assembly
+
+
+def _info_frame(infos: list[dict[str, Any]]) -> pd.DataFrame:
+    records = []
+    for info in infos:
+        record = {c: info[c] for c in ID_COLUMNS}
+        record["status.step"] = info["status.step"]
+        record["status.error"] = info["status.error"]
+        for k, v in info["config"].items():
+            record.setdefault(k, v)
+        records.append(record)
+    columns = [*ID_COLUMNS, "status.step", "status.error"]
+    return pd.DataFrame.from_records(records) if records else pd.DataFrame(columns=columns)
+
+
+def _assemble(infos: list[dict[str, Any]], tables: list[pa.Table], data_keys: Sequence[str]) -> pd.DataFrame:
+    """Concatenate the per-run tables and broadcast each run's id and config columns to its rows."""
+    counts = np.array([t.num_rows for t in tables], dtype=np.int64)
+    if not tables or counts.sum() == 0:
+        data = pd.DataFrame({k: pd.Series(dtype="int64" if k in ("step", "group") else
+                                          "bool" if k == "degenerate" else "float64") for k in data_keys})
+        ids = pd.DataFrame({c: pd.Series(dtype=object) for c in ID_COLUMNS})
+        return pd.concat([ids, data], axis=1)
+    data = pa.concat_tables(tables, promote_options="permissive").to_pandas()
+    data_names = set(data.columns)
+    records = []
+    for info in infos:
+        record = {c: info[c] for c in ID_COLUMNS}
+        for k, v in info["config"].items():
+            # a config field named like a metric (or an id column) keeps its value under "config.<key>"
+            record["config." + k if (k in data_names or k in record) else k] = v
+        records.append(record)
+    per_run = pd.DataFrame.from_records(records)
+    ids = per_run.iloc[np.repeat(np.arange(len(per_run)), counts)].reset_index(drop=True)
+    id_part = ids[list(ID_COLUMNS)]
+    config_part = ids.drop(columns=list(ID_COLUMNS))
+    return pd.concat([id_part, data, config_part], axis=1)
