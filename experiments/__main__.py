@@ -1,0 +1,38 @@
+"""`python -m experiments COMMAND [key=value ...]`
+
+commands:
+  train      train one run (resumes an existing run folder)      python -m experiments train --help
+  warmstart  build + supervised warm-start a size preset          python -m experiments warmstart task.name=arithmetic model.name=tiny
+  sweep      run a grid locally or as one SLURM array job         python -m experiments sweep GRID.yaml [executor=local|slurm] [--wait]
+  status     table of the runs of a sweep folder                  python -m experiments status SWEEP_DIR
+"""
+import sys
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(__doc__)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command == "train":
+        from experiments.train import main as run
+
+        return run(rest)
+    if command == "warmstart":
+        from experiments.train import main_warmstart as run
+
+        return run(rest)
+    if command == "sweep":
+        from experiments.sweep import main_sweep as run
+
+        return run(rest)
+    if command == "status":
+        from experiments.sweep import main_status as run
+
+        return run(rest)
+    print(f"error: unknown command {command!r}; valid: train, warmstart, sweep, status", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

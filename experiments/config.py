@@ -1,0 +1,245 @@
+"""The run configuration: typed dataclasses with a help text per field, parsed from `key=value`.
+
+    python -m experiments train algo=grpo task.name=arithmetic model.name=tiny seed=0 steps=60 out=runs/x
+    python -m experiments train algo=grpo algo.scale=none          # one-knob ablation
+
+`algo=NAME` picks a preset from `algos`; `algo.KNOB=VALUE` overrides one of its knobs. Unknown
+keys and bad values fail before any work, naming the key and the valid values.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from algos import AlgoConfig, knob_help, parse_knob, preset
+from algos.config import CHOICES as ALGO_CHOICES
+from experiments.tasks import TaskConfig
+
+ROLLOUT_BACKENDS = ("hf", "vllm")
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _f(default, help: str, **kw):
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: default, metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class ModelConfig:
+    name: str = _f("tiny", "a size preset (tiny ~0.5M, small ~5M, base ~30M, medium ~120M, large ~0.5B params, "
+                           "built from a Qwen2-style config) or a local HF causal-LM directory")
+    warmstart: bool = _f(True, "size presets: first train on supervised examples of the task until eval accuracy "
+                               "enters warmstart_band, so RL has signal (cached on disk)")
+    warmstart_steps: int = _f(3000, "max supervised steps of the warm-start")
+    warmstart_lr: float = _f(3e-3, "learning rate of the warm-start")
+    warmstart_band: str = _f("0.1,0.5", "target greedy eval accuracy band 'low,high' where warm-start stops")
+    init_seed: int = _f(0, "seed of the size preset's random initialisation")
+    dtype: str = _f("float32", "parameter dtype: float32 | bfloat16 | float16")
+
+
+@dataclass
+class RolloutConfig:
+    backend: str = _f("hf", "hf (transformers generate) | vllm (in-process vllm.LLM, weights synced in place)")
+    max_new_tokens: int = _f(6, "generation budget per response (also Dr.GRPO's L)")
+    temperature: float = _f(1.0, "sampling temperature of training rollouts (eval is greedy)")
+    top_p: float = _f(1.0, "nucleus sampling")
+    vllm_gpu_memory_utilization: float = _f(0.3, "vLLM: share of GPU memory for weights+KV cache (GPU only)")
+    vllm_kv_cache_gib: float = _f(1.0, "vLLM on CPU: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE)")
+    vllm_max_model_len: int = _f(256, "vLLM: max prompt+response tokens")
+    vllm_sleep: bool = _f(True, "vLLM on GPU: free the KV cache during the update (sleep/wake, colocated)")
+
+
+@dataclass
+class TrainConfig:
+    out: str = _f("", "run folder (default runs/<name>); re-running on an existing folder resumes it")
+    name: str = _f("", "run name (default <algo>-<task>-<model>-s<seed>)")
+    seed: int = _f(0, "seed of prompt order, sampling and minibatch order")
+    steps: int = _f(60, "training steps (one rollout batch each)")
+    rollouts_per_step: int = _f(64, "rollouts per step = prompts x algo.group_size (PPO: 64 prompts x 1)")
+    lr: float = _f(1e-4, "policy learning rate (AdamW)")
+    critic_lr: float = _f(1e-3, "critic learning rate (PPO)")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    grad_clip: float = _f(1.0, "max global grad norm")
+    eval_every: int = _f(10, "greedy eval on the held-out split every N steps (and at steps 0 and the last)")
+    eval_size: int = _f(200, "eval examples used (at most task.n_eval)")
+    checkpoint_every: int = _f(10, "write checkpoint/ every N steps (and at the last)")
+    max_nonfinite: int = _f(3, "stop with state=failed after N consecutive non-finite losses/grad norms")
+    device: str = _f("auto", "auto | cpu | cuda")
+    threads: int = _f(0, "torch CPU threads (0: torch's default)")
+    cache_dir: str = _f("", "cache of built and warm-started models (default $RLVR_CACHE or ./.cache/rlvr)")
+    algo: AlgoConfig = field(default_factory=lambda: preset("grpo"), metadata={"help": "algorithm preset + knobs"})
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def prompts_per_step(self) -> int:
+        return self.rollouts_per_step // self.algo.group_size
+
+
+SECTIONS = {"task": TaskConfig, "model": ModelConfig, "rollout": RolloutConfig}
+_CHOICES = {
+    "rollout.backend": ROLLOUT_BACKENDS,
+    "device": DEVICES,
+    "model.dtype": DTYPES,
+}
+
+
+def _valid_keys() -> list[str]:
+    keys = [f.name for f in fields(TrainConfig) if f.name not in ("algo", *SECTIONS)]
+    keys += ["algo"] + [f"algo.{k}" for k in knob_help()]
+    for section, cls in SECTIONS.items():
+        keys += [f"{section}.{f.name}" for f in fields(cls)]
+    return keys
+
+
+def _coerce(key: str, text: str, annotation) -> Any:
+    """'3' -> 3 for an int field, 'true' -> True, 'null' -> None for an optional field."""
+    hint = str(annotation)
+    lowered = text.strip().lower()
+    if "None" in hint and lowered in ("null", "none", "~"):
+        return None
+    try:
+        if hint.startswith("bool"):
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return lowered in ("true", "1", "yes")
+        if hint.startswith("int"):
+            return int(text)
+        if hint.startswith("float"):
+            return float(text)
+    except ValueError:
+        raise ValueError(f"{key}={text!r}: expected {hint.replace(' | None', '')}") from None
+    return text
+
+
+def _unknown_key(key: str) -> ValueError:
+    valid = _valid_keys()
+    close = difflib.get_close_matches(key, valid, n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    prefix = key.split(".")[0] + "." if "." in key else ""
+    same_section = [k for k in valid if prefix and k.startswith(prefix)] or valid
+    return ValueError(f"unknown key {key!r}.{hint} Valid keys: {', '.join(same_section)} "
+                      "(see `python -m experiments train --help`)")
+
+
+def load_config(overrides: list[str]) -> TrainConfig:
+    """Build a validated TrainConfig from `key=value` strings (raises ValueError on any problem)."""
+    pairs: list[tuple[str, str]] = []
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"expected key=value, got {item!r} (e.g. algo=grpo steps=60)")
+        key, value = item.split("=", 1)
+        pairs.append((key.strip(), value))
+    algo_name = "grpo"
+    algo_overrides: dict[str, Any] = {}
+    top: dict[str, Any] = {}
+    sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    top_fields = {f.name: f for f in fields(TrainConfig)}
+    for key, value in pairs:
+        if key == "algo":
+            algo_name = value
+        elif key.startswith("algo."):
+            knob = key[len("algo."):]
+            if knob not in knob_help():
+                raise _unknown_key(key)
+            algo_overrides[knob] = parse_knob(knob, value)
+        elif "." in key:
+            section, name = key.split(".", 1)
+            if section not in SECTIONS:
+                raise _unknown_key(key)
+            section_fields = {f.name: f for f in fields(SECTIONS[section])}
+            if name not in section_fields:
+                raise _unknown_key(key)
+            sections[section][name] = _coerce(key, value, section_fields[name].type)
+        else:
+            if key not in top_fields or key in SECTIONS:
+                raise _unknown_key(key)
+            top[key] = _coerce(key, value, top_fields[key].type)
+    for key, value in [*top.items(), *((f"{s}.{k}", v) for s, d in sections.items() for k, v in d.items())]:
+        if key in _CHOICES and value not in _CHOICES[key]:
+            raise ValueError(f"unknown value {value!r} for {key}; valid: {', '.join(_CHOICES[key])}")
+    algo = preset(algo_name, **algo_overrides)
+    cfg = TrainConfig(
+        **top,
+        algo=algo,
+        task=TaskConfig(**sections["task"]),
+        model=ModelConfig(**sections["model"]),
+        rollout=RolloutConfig(**sections["rollout"]),
+    )
+    return finalize(cfg)
+
+
+def finalize(cfg: TrainConfig) -> TrainConfig:
+    """Fill derived defaults (name, out, Dr.GRPO's L) and check cross-section constraints."""
+    cfg.task.validate()
+    if cfg.algo.aggregation == "seq_mean_token_sum_norm" and cfg.algo.norm_len is None:
+        cfg.algo = cfg.algo.replace(norm_len=cfg.rollout.max_new_tokens)
+    if cfg.algo.soft_punish and cfg.algo.overlong_cache_len > cfg.rollout.max_new_tokens:
+        raise ValueError(
+            f"algo.overlong_cache_len={cfg.algo.overlong_cache_len} exceeds rollout.max_new_tokens="
+            f"{cfg.rollout.max_new_tokens}; set it to at most the generation budget"
+        )
+    if cfg.rollouts_per_step % cfg.algo.group_size:
+        raise ValueError(
+            f"rollouts_per_step={cfg.rollouts_per_step} is not a multiple of algo.group_size={cfg.algo.group_size}"
+        )
+    if cfg.rollouts_per_step < cfg.algo.minibatches:
+        raise ValueError(f"rollouts_per_step={cfg.rollouts_per_step} < algo.minibatches={cfg.algo.minibatches}")
+    for key in ("steps", "rollouts_per_step", "eval_every", "checkpoint_every", "max_nonfinite", "eval_size"):
+        if getattr(cfg, key) < 1:
+            raise ValueError(f"{key} must be >= 1, got {getattr(cfg, key)}")
+    if cfg.lr <= 0 or cfg.critic_lr <= 0:
+        raise ValueError(f"lr and critic_lr must be > 0, got {cfg.lr}, {cfg.critic_lr}")
+    if cfg.rollout.max_new_tokens < 1 or not 0 < cfg.rollout.top_p <= 1 or cfg.rollout.temperature <= 0:
+        raise ValueError("rollout.max_new_tokens must be >= 1, rollout.top_p in (0, 1], rollout.temperature > 0")
+    try:
+        low, high = (float(v) for v in cfg.model.warmstart_band.split(","))
+    except ValueError:
+        raise ValueError(f"model.warmstart_band={cfg.model.warmstart_band!r}: expected 'low,high', e.g. 0.1,0.5") from None
+    if not 0 <= low <= high <= 1:
+        raise ValueError(f"model.warmstart_band={cfg.model.warmstart_band!r}: need 0 <= low <= high <= 1")
+    from experiments.models import SIZES
+
+    if cfg.model.name not in SIZES and not Path(cfg.model.name).is_dir():
+        raise ValueError(
+            f"model.name={cfg.model.name!r} is neither a size preset ({', '.join(SIZES)}) nor a local directory"
+        )
+    if not cfg.name:
+        model = cfg.model.name if cfg.model.name in SIZES else Path(cfg.model.name).name
+        cfg.name = f"{cfg.algo.name}-{cfg.task.name}-{model}-s{cfg.seed}"
+    if not cfg.out:
+        cfg.out = str(Path("runs") / cfg.name)
+    if not cfg.cache_dir:
+        cfg.cache_dir = os.environ.get("RLVR_CACHE", str(Path(".cache") / "rlvr"))
+    return cfg
+
+
+def help_text() -> str:
+    """Every key with its default and doc, for `python -m experiments train --help`."""
+    lines = ["usage: python -m experiments train [key=value ...]", "",
+             "Train one run; re-running on an existing run folder resumes it.", ""]
+    lines.append("run:")
+    for f in fields(TrainConfig):
+        if f.name in ("algo", *SECTIONS):
+            continue
+        lines.append(f"  {f.name:<28} {f.default!s:<12} {f.metadata.get('help', '')}")
+    lines += ["", "algo (algo=ppo|grpo|dr_grpo|dapo|rloo picks a preset; algo.KNOB=VALUE overrides; defaults: grpo):"]
+    grpo = preset("grpo")
+    for knob, doc in knob_help().items():
+        choices = f" [{'|'.join(ALGO_CHOICES[knob])}]" if knob in ALGO_CHOICES else ""
+        lines.append(f"  algo.{knob:<23} {getattr(grpo, knob)!s:<12} {doc}{choices}")
+    for section, cls in SECTIONS.items():
+        lines += ["", f"{section}:"]
+        for f in fields(cls):
+            lines.append(f"  {section + '.' + f.name:<28} {f.default!s:<12} {f.metadata.get('help', '')}")
+    return "\n".join(lines)
