@@ -16,7 +16,6 @@ problems: a split whose problem space is smaller than `n_train`/`n_eval` returns
 This module imports nothing heavy (no torch): verifier workers import it at start-up.
 `math_verify` is imported only by the math task, and `datasets` only to load a hub dataset.
 """
-from __future__ import annotations
 
 import ast
 import hashlib
