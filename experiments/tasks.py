@@ -13,6 +13,10 @@ so runs with different seeds are scored on the same problems. Generated examples
 problems: a split whose problem space is smaller than `n_train`/`n_eval` returns all of them
 (e.g. 1-digit `+-` with 2 terms has 200 problems in all).
 
+Formats (prompt -> target):  arithmetic "3+5=" -> "8";  countdown "3 5 7->22:" -> "3*5+7";
+gsm8k "Question: ...\nAnswer:" -> " ...\n#### N";  math "Problem: ...\nSolution:" -> " ...\boxed{x}".
+Generated prompts and targets use only the ASCII characters "0123456789+-*/()=:> ".
+
 This module imports nothing heavy (no torch): verifier workers import it at start-up.
 `math_verify` is imported only by the math task, and `datasets` only to load a hub dataset.
 """
