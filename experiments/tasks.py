@@ -1,4 +1,4 @@
-"""Verifiable-reward tasks: arithmetic, countdown, gsm8k, math.
+r"""Verifiable-reward tasks: arithmetic, countdown, gsm8k, math.
 
 A task makes `Example`s (prompt, canonical answer, an ideal response for warm-start SFT)
 and checks a completion against one. `Task.check` is pure and picklable: the verifier
