@@ -427,16 +427,17 @@ def algo_labels(configs: Sequence[dict[str, Any]]) -> list[str]:
     """A readable algorithm label per flattened config.
 
     The label is `algo.name` plus `knob=value` for every `algo.*` knob that (a) takes more than
-    one value among the loaded runs of that preset and (b) differs from the preset's default
-    (from `algos.PRESETS`; where the preset is unknown, from the value most runs share). So
-    GRPO seeds with and without std-normalization read "grpo" and "grpo scale=none"; knobs that
-    every run of a preset shares stay out of the label.
+    one value among the loaded runs of that preset on the same task and model (`task.name`,
+    `model.name`: runs that are never averaged together) and (b) differs from the preset's
+    default (from `algos.PRESETS`; where the preset is unknown, from the value most runs share).
+    So GRPO seeds with and without std-normalization read "grpo" and "grpo scale=none"; knobs
+    that every run of a preset shares stay out of the label.
     """
     by_name: dict[Any, list[int]] = defaultdict(list)
     for i, config in enumerate(configs):
-        by_name[config.get("algo.name")].append(i)
+        by_name[tuple(_hashable(config.get(k)) for k in ("algo.name", "task.name", "model.name"))].append(i)
     labels = [""] * len(configs)
-    for name, members in by_name.items():
+    for (name, _, _), members in by_name.items():
         base = str(name) if name is not None else "unknown"
         knobs = sorted({k for i in members for k in configs[i] if k.startswith("algo.") and k != "algo.name"})
         varying = [k for k in knobs if len({_hashable(configs[i].get(k)) for i in members}) > 1]

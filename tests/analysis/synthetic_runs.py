@@ -49,12 +49,12 @@ def metric_rows(metrics: dict[str, list[Any]], steps: list[int] | None = None) -
 
 
 def write_run(root: str | Path, name: str, *, metrics: dict[str, list[Any]] | None = None,
-              steps: list[int] | None = None, groups: list[dict[str, Any]] | None = None,
+              step_numbers: list[int] | None = None, groups: list[dict[str, Any]] | None = None,
               state: str | None = "completed", error: str | None = None, torn_tail: str | None = None,
               config: dict[str, Any] | None = None, **config_kwargs: Any) -> Path:
     """Write one run folder at root/name and return its path.
 
-    config: the full nested config (default: `make_config(name, **config_kwargs)`);
+    step_numbers: the logged steps (default 1..n); config: the full nested config (default: `make_config(name, **config_kwargs)`);
     torn_tail: text appended after the last complete line without a newline (a writer mid-line);
     state None: no status.json at all.
     """
@@ -62,7 +62,7 @@ def write_run(root: str | Path, name: str, *, metrics: dict[str, list[Any]] | No
     run.mkdir(parents=True, exist_ok=True)
     config = config if config is not None else make_config(name, **config_kwargs)
     (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    rows = metric_rows(metrics or {}, steps)
+    rows = metric_rows(metrics or {}, step_numbers)
     text = "".join(json.dumps(r) + "\n" for r in rows)
     if torn_tail is not None:
         text += torn_tail

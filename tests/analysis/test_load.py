@@ -222,6 +222,15 @@ def test_a_knob_every_run_shares_stays_out_of_the_label():
     assert algo_labels(configs) == ["grpo"] * 3
 
 
+def test_a_knob_that_differs_only_between_models_stays_out_of_the_label():
+    configs = [{"algo.name": "grpo", "algo.group_size": 4, "model.name": "tiny"},
+               {"algo.name": "grpo", "algo.group_size": 16, "model.name": "small"},
+               {"algo.name": "grpo", "algo.group_size": 16, "model.name": "tiny"}]
+    # tiny: 4 and 16 both differ from the preset (8); small has one run, nothing varies there
+    assert algo_labels(configs) == ["grpo group_size=4", "grpo", "grpo group_size=16"]
+    assert algo_labels(configs[:2]) == ["grpo", "grpo"]
+
+
 def test_labels_without_a_known_preset_use_the_majority_value():
     configs = [{"algo.name": "mine", "algo.lr": 1.0}, {"algo.name": "mine", "algo.lr": 1.0},
                {"algo.name": "mine", "algo.lr": 2.0}, {"algo.name": "mine", "algo.lr": 2.0, "algo.flag": True},
