@@ -26,7 +26,7 @@ from analysis.figures import (
     theory_std_gain,
     write_summary,
 )
-from synthetic_runs import group_rows, write_run
+from tests.analysis.synthetic_runs import group_rows, write_run
 
 MB = 2**20
 

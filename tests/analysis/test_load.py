@@ -11,7 +11,7 @@ import pytest
 import analysis.load as load_module
 from analysis import algo_labels, find_runs, list_runs, load_groups, load_runs
 from analysis.load import METRIC_KEYS
-from synthetic_runs import append_rows, group_rows, make_config, write_run
+from tests.analysis.synthetic_runs import append_rows, group_rows, make_config, write_run
 
 
 def test_one_row_per_run_and_step_with_flattened_knobs(tmp_path):
