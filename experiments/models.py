@@ -205,9 +205,9 @@ def build_model(size: str, out_dir: str | os.PathLike, seed: int = 0) -> Path:
 
 
 def default_cache_dir() -> Path:
-    """``$RLVR_CACHE_DIR`` if set, else ``cache/`` at the repository root (git-ignored)."""
-    env = os.environ.get("RLVR_CACHE_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "cache"
+    """``$RLVR_CACHE`` if set, else ``./.cache/rlvr`` (git-ignored)."""
+    env = os.environ.get("RLVR_CACHE")
+    return Path(env) if env else Path.cwd() / ".cache" / "rlvr"
 
 
 @contextlib.contextmanager
