@@ -1,0 +1,229 @@
+"""Warm-start: supervised fine-tuning until the policy is right 10-50 % of the time, so RL has signal.
+
+A randomly initialised size preset never samples a correct answer, so every group is degenerate
+and no RL algorithm learns. ``warmstart`` trains the policy with next-token loss on
+``prompt + target + EOS`` (loss on the target and EOS only) from the task's train split, measures
+greedy accuracy on the eval split every ``eval_every`` steps with the task's own ``check``, and
+stops as soon as that accuracy lies inside ``target_band``. If one interval jumps over the band,
+training goes back to the last state below the band and continues from there, evaluating after
+every step.
+
+The result is cached: a directory under ``cache_dir/warmstart`` named by a hash of everything that
+determines it (task config, model, seeds, steps, lr, batch size, band), written to a temporary
+directory and renamed into place under a file lock, so concurrent runs train it once and a killed
+run leaves no half-written cache. ``warmstart.json`` in it records the measured accuracy.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from experiments.models import file_lock, load_policy, publish_dir_atomically
+from experiments.rollout import HFRollout, Sampling
+
+RECIPE_VERSION = 1  # bump when the training recipe changes, to invalidate old caches
+INFO_FILE = "warmstart.json"
+# TaskConfig fields that change neither the examples nor the check (excluded from the cache key)
+_TASK_FIELDS_NOT_IN_KEY = ("format_reward", "verify_timeout_s", "verify_workers")
+
+
+def sft_batch(tokenizer, examples) -> tuple[Tensor, Tensor, Tensor]:
+    """Tokenise ``prompt + target + EOS`` for each example, right-padded.
+
+    Returns input_ids (B, L), attention_mask (B, L) and labels (B, L): the token id at target and
+    EOS positions, -100 on prompt and padding positions (no loss there).
+    """
+    rows = []
+    for ex in examples:
+        prompt = tokenizer(ex.prompt)["input_ids"]
+        target = tokenizer(ex.target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        rows.append((prompt + target, [-100] * len(prompt) + target))
+    L = max(len(ids) for ids, _ in rows)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([ids + [pad] * (L - len(ids)) for ids, _ in rows])
+    attention_mask = torch.tensor([[1] * len(ids) + [0] * (L - len(ids)) for ids, _ in rows])
+    labels = torch.tensor([lab + [-100] * (L - len(lab)) for _, lab in rows])
+    return input_ids, attention_mask, labels
+
+
+def sft_loss(model, input_ids: Tensor, attention_mask: Tensor, labels: Tensor) -> Tensor:
+    """Mean next-token cross-entropy over the labelled positions (labels != -100)."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits  # (B, L, V)
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+
+
+def greedy_accuracy(model, tokenizer, task, examples, *, max_new_tokens: int, batch_size: int = 256) -> float:
+    """Share of ``examples`` whose greedy completion the task's ``check`` scores as correct (>= 0.5)."""
+    rollout = HFRollout(model, tokenizer, batch_size=batch_size)
+    out = rollout.generate([ex.prompt for ex in examples], 1, Sampling(max_new_tokens=max_new_tokens, temperature=0))
+    return sum(task.check(text, ex) >= 0.5 for text, ex in zip(out.texts, examples)) / len(examples)
+
+
+def _task_and_config(task):
+    from experiments.tasks import Task, TaskConfig, make_task
+
+    if isinstance(task, TaskConfig):
+        return make_task(task), task
+    if isinstance(task, Task):
+        return task, task.cfg
+    raise TypeError(f"task must be a TaskConfig or a Task, got {type(task).__name__}")
+
+
+def cache_key(task_cfg, model_name, *, init_seed, seed, steps, lr, batch_size, target_band) -> dict:
+    """Everything that determines a warm-start's result (its hash names the cache directory)."""
+    task_fields = {k: v for k, v in dataclasses.asdict(task_cfg).items() if k not in _TASK_FIELDS_NOT_IN_KEY}
+    return {
+        "recipe": RECIPE_VERSION,
+        "task": task_fields,
+        "model": str(model_name),
+        "init_seed": init_seed,
+        "seed": seed,
+        "steps": steps,
+        "lr": lr,
+        "batch_size": batch_size,
+        "target_band": list(target_band),
+    }
+
+
+def warmstart_dir(task, model_name, *, cache_dir, steps, lr, batch_size, seed, init_seed=0,
+                  target_band=(0.10, 0.50)) -> Path:
+    """Where ``warmstart`` with these arguments stores (or would store) its result."""
+    _, task_cfg = _task_and_config(task)
+    key = cache_key(task_cfg, model_name, init_seed=init_seed, seed=seed, steps=steps, lr=lr,
+                    batch_size=batch_size, target_band=target_band)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    slug = Path(str(model_name)).name.replace(" ", "_")
+    return Path(cache_dir) / "warmstart" / f"{task_cfg.name}-{slug}-{digest}"
+
+
+def warmstart(
+    task,
+    model_name: str,
+    *,
+    cache_dir,
+    steps: int = 3000,
+    lr: float = 3e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+    init_seed: int = 0,
+    target_band: tuple[float, float] = (0.10, 0.50),
+    eval_every: int = 10,
+    eval_size: int = 200,
+    device: str = "cpu",
+) -> Path:
+    """Supervised warm-start of ``model_name`` (size preset or HF dir) on ``task`` (a TaskConfig or Task).
+
+    Trains at most ``steps`` AdamW steps (constant ``lr``, batches of ``batch_size`` train examples
+    in a seeded order) and stops early once greedy eval accuracy (first ``eval_size`` eval examples)
+    is within ``target_band`` = (low, high) inclusive; checked before training and every
+    ``eval_every`` steps. Returns the HF directory of the result, cached (a second call with the
+    same arguments returns it without training). If the band is never reached, the last model is
+    saved anyway, ``warmstart.json`` says ``"in_band": false`` and a warning is issued.
+    """
+    low, high = target_band
+    if not 0.0 <= low <= high <= 1.0:
+        raise ValueError(f"target_band must be (low, high) with 0 <= low <= high <= 1, got {target_band}")
+    if steps < 0 or batch_size < 1 or eval_every < 1 or lr <= 0:
+        raise ValueError(f"need steps >= 0, batch_size >= 1, eval_every >= 1, lr > 0; got "
+                         f"steps={steps}, batch_size={batch_size}, eval_every={eval_every}, lr={lr}")
+    task_obj, task_cfg = _task_and_config(task)
+    final = warmstart_dir(task_cfg, model_name, cache_dir=cache_dir, steps=steps, lr=lr, batch_size=batch_size,
+                          seed=seed, init_seed=init_seed, target_band=target_band)
+    if (final / INFO_FILE).exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(final.parent / f".{final.name}.lock"):
+        if (final / INFO_FILE).exists():  # another process finished it while we waited
+            return final
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{final.name}-"))
+        info = _train(task_obj, model_name, tmp, cache_dir=cache_dir, steps=steps, lr=lr, batch_size=batch_size,
+                      seed=seed, init_seed=init_seed, band=(low, high), eval_every=eval_every,
+                      eval_size=eval_size, device=device)
+        info["key"] = cache_key(task_cfg, model_name, init_seed=init_seed, seed=seed, steps=steps, lr=lr,
+                                batch_size=batch_size, target_band=target_band)
+        (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        publish_dir_atomically(tmp, final)
+    if not info["in_band"]:
+        warnings.warn(f"warm-start of {model_name} on {task_cfg.name} ended at eval accuracy "
+                      f"{info['eval_accuracy']:.3f}, outside the band {target_band} after {info['steps']} steps; "
+                      "RL may get no signal (raise model.warmstart_steps or change the lr)")
+    return final
+
+
+def _train(task, model_name, out_dir: Path, *, cache_dir, steps, lr, batch_size, seed, init_seed, band,
+           eval_every, eval_size, device) -> dict:
+    low, high = band
+    started = time.time()
+    policy = load_policy(model_name, dtype=torch.float32, device=device, seed=init_seed, cache_dir=cache_dir)
+    model, tokenizer = policy.model, policy.tokenizer
+    train = task.examples("train")
+    evals = task.examples("eval")[:eval_size]
+    if not train or not evals:
+        raise ValueError(f"task {task.name} has {len(train)} train and {len(evals)} eval examples; warm-start needs both")
+    longest = max(len(tokenizer(ex.target, add_special_tokens=False)["input_ids"]) for ex in train + evals)
+    max_new_tokens = longest + 2  # room for the EOS and one token of slack
+
+    def accuracy() -> float:
+        return greedy_accuracy(model, tokenizer, task, evals, max_new_tokens=max_new_tokens)
+
+    history = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        order = torch.Generator().manual_seed(seed)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+        acc = accuracy()
+        history.append({"step": 0, "eval_accuracy": acc})
+        below = (copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())) if acc < low else None
+        step, perm, cursor, interval = 0, torch.randperm(len(train), generator=order), 0, eval_every
+        while not low <= acc <= high and step < steps:
+            model.train()
+            for _ in range(min(interval, steps - step)):
+                if cursor + batch_size > len(train):
+                    perm, cursor = torch.randperm(len(train), generator=order), 0
+                batch = [train[i] for i in perm[cursor : cursor + batch_size].tolist()]
+                cursor += batch_size
+                loss = sft_loss(model, *sft_batch(tokenizer, batch))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                step += 1
+            acc = accuracy()
+            history.append({"step": step, "eval_accuracy": acc, "loss": loss.item()})
+            if acc < low:
+                below = (copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()))
+            elif acc > high and below is not None and step < steps:
+                # jumped over the band: return to the last state below it and evaluate after every step
+                # (the following batches differ, so the path differs); these steps count toward `steps`
+                model.load_state_dict(below[0])
+                optimizer.load_state_dict(below[1])
+                interval = 1
+                acc = math.nan  # not in band: keep going
+                history.append({"step": step, "restored_below_band": True})
+    if math.isnan(acc):
+        acc = accuracy()
+    model.eval()
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return {
+        "eval_accuracy": acc,
+        "in_band": bool(low <= acc <= high),
+        "steps": step,
+        "eval_examples": len(evals),
+        "train_examples": len(train),
+        "max_new_tokens": max_new_tokens,
+        "seconds": round(time.time() - started, 2),
+        "history": history,
+    }
