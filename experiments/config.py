@@ -104,7 +104,7 @@ def _valid_keys() -> list[str]:
 
 def _coerce(key: str, text: str, annotation) -> Any:
     """'3' -> 3 for an int field, 'true' -> True, 'null' -> None for an optional field."""
-    hint = str(annotation)
+    hint = annotation.__name__ if isinstance(annotation, type) else str(annotation)
     lowered = text.strip().lower()
     if "None" in hint and lowered in ("null", "none", "~"):
         return None

@@ -1,0 +1,158 @@
+"""The training loop end to end through the real CLI: run folder contract, resume after a real
+SIGKILL, guards, dynamic sampling. Tiny models; structural tests use a randomly initialised
+policy (model.warmstart=false) so they don't depend on the warm-start."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from experiments.runfolder import RunFolder, read_jsonl
+from experiments.train import METRIC_KEYS
+from tests.conftest import REPO, run_cli
+
+FAST = ["model.warmstart=false", "rollouts_per_step=16", "eval_size=16", "eval_every=2", "threads=1"]
+
+
+def rows(run: Path) -> list[dict]:
+    return read_jsonl(run / "metrics.jsonl")
+
+
+@pytest.mark.parametrize("algo", ["grpo", "ppo", "dapo", "dr_grpo", "rloo"])
+def test_run_folder_contract(tmp_path, algo):
+    out = tmp_path / algo
+    run_cli("train", f"algo={algo}", "steps=2", f"out={out}", *FAST)
+    metrics = rows(out)
+    assert [r["step"] for r in metrics] == [0, 1, 2]
+    for row in metrics:
+        assert set(METRIC_KEYS) <= set(row), set(METRIC_KEYS) - set(row)
+    last = metrics[-1]
+    assert last["eval_accuracy"] is not None and metrics[1]["eval_accuracy"] is None
+    assert last["samples"] == 32
+    assert last["mem_params_bytes"] > 0 and last["mem_optimizer_bytes"] > 0 and last["mem_peak_update_bytes"] > 0
+    # The reference model exists only when beta > 0; the critic only for PPO.
+    assert (last["mem_reference_params_bytes"] > 0) == (algo in ("grpo", "ppo", "rloo"))
+    assert (last["mem_critic_params_bytes"] > 0) == (algo == "ppo")
+    assert (last["value_loss"] is not None) == (algo == "ppo")
+    assert (last["kl_ref_mean"] is not None) == (algo in ("grpo", "ppo", "rloo"))
+    # PPO optimizer state covers two trunks: exactly 2 x (params) for Adam's m and v, + step counters
+    if algo == "ppo":
+        assert last["mem_optimizer_bytes"] >= 2 * (last["mem_policy_params_bytes"] + last["mem_critic_params_bytes"])
+    status = json.loads((out / "status.json").read_text())
+    assert status["state"] == "completed" and status["step"] == 2 and status["error"] is None
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["algo"]["name"] == algo and config["steps"] == 2
+    assert config["meta"]["versions"]["torch"] and "git_commit" in config["meta"]
+    assert (out / "checkpoint" / "state.pt").exists()
+    groups = read_jsonl(out / "groups.jsonl")
+    if algo == "ppo":
+        assert groups == []
+    else:
+        assert len(groups) == 2 * (16 // 8)
+        assert set(groups[0]) == {"step", "group", "success_rate", "reward_mean", "reward_std", "std_gain",
+                                  "adv_abs_mean", "degenerate"}
+
+
+def test_all_degenerate_batch_is_a_normal_step(tmp_path):
+    # An untrained policy never answers correctly: every group is degenerate, advantages are 0.
+    out = tmp_path / "run"
+    run_cli("train", "algo=grpo", "steps=1", f"out={out}", *FAST)
+    last = rows(out)[-1]
+    assert last["groups_degenerate_frac"] == 1.0 and last["adv_zero_frac"] == 1.0
+    assert last["std_gain_mean"] is None and last["nonfinite_skipped"] == 0
+
+
+def test_dynamic_sampling_draws_extra_rounds_up_to_the_cap(tmp_path):
+    # Without the overlong shaping every reward of an untrained policy is 0: all groups are
+    # degenerate, so DAPO draws 1 + filter_max_rounds rounds of 2 prompts and drops them all.
+    out = tmp_path / "run"
+    run_cli("train", "algo=dapo", "algo.soft_punish=false", "algo.filter_max_rounds=2", "steps=1",
+            f"out={out}", *FAST)
+    last = rows(out)[-1]
+    assert last["filter_rounds"] == 3
+    assert last["filter_prompts_drawn"] == 6
+    assert last["filter_groups_dropped"] == 6
+    assert last["groups_degenerate_frac_sampled"] == 1.0
+
+
+def test_rerun_of_completed_run_is_a_noop_and_longer_run_continues(tmp_path):
+    out = tmp_path / "run"
+    run_cli("train", "algo=grpo", "steps=2", f"out={out}", *FAST)
+    before = (out / "metrics.jsonl").read_text()
+    result = run_cli("train", "algo=grpo", "steps=2", f"out={out}", *FAST)
+    assert "already completed" in result.stderr
+    assert (out / "metrics.jsonl").read_text() == before
+    run_cli("train", "algo=grpo", "steps=3", f"out={out}", *FAST)
+    assert [r["step"] for r in rows(out)] == [0, 1, 2, 3]
+
+
+def test_changed_config_on_existing_folder_is_refused(tmp_path):
+    out = tmp_path / "run"
+    run_cli("train", "algo=grpo", "steps=1", f"out={out}", *FAST)
+    result = run_cli("train", "algo=grpo", "algo.scale=none", "steps=2", f"out={out}", *FAST, check=False)
+    assert result.returncode == 3
+    assert "different config (algo.scale: 'group_std' -> 'none')" in result.stderr
+
+
+def test_two_writers_of_one_folder_are_refused(tmp_path):
+    out = tmp_path / "run"
+    holder = RunFolder(out)
+    holder.acquire()
+    try:
+        result = run_cli("train", "algo=grpo", "steps=1", f"out={out}", *FAST, check=False)
+    finally:
+        holder.release()
+    assert result.returncode == 3
+    assert "is being written by another process" in result.stderr
+    assert not (out / "metrics.jsonl").exists()
+
+
+def _deterministic(row: dict) -> dict:
+    """A metrics row without the keys that measure the machine (time, memory peaks, throughput)."""
+    return {k: v for k, v in row.items() if not (k.startswith("time_") or k.startswith("mem_peak") or k == "tokens_per_s")}
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_matches_uninterrupted_run(tmp_path, warm_tiny):
+    args = ["algo=grpo", "steps=6", "checkpoint_every=2", "eval_every=3", "rollouts_per_step=16",
+            "eval_size=16", "threads=1"]
+    reference = tmp_path / "reference"
+    run_cli("train", *args, f"out={reference}")
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "experiments", "train", *args, f"out={killed}"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    # Kill once step 3 is logged: the checkpoint is at step 2, so step 3's row must be dropped
+    # and recomputed on resume.
+    while time.time() < deadline and not any(r["step"] == 3 for r in rows(killed)):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert any(r["step"] == 3 for r in rows(killed)), "the run ended before it could be killed"
+    assert json.loads((killed / "status.json").read_text())["state"] == "running"  # as a kill leaves it
+
+    run_cli("train", *args, f"out={killed}")
+    resumed, uninterrupted = rows(killed), rows(reference)
+    assert [r["step"] for r in resumed] == [0, 1, 2, 3, 4, 5, 6]  # no row lost or duplicated
+    assert [_deterministic(r) for r in resumed] == [_deterministic(r) for r in uninterrupted]
+    assert read_jsonl(killed / "groups.jsonl") == read_jsonl(reference / "groups.jsonl")
+    assert json.loads((killed / "status.json").read_text())["state"] == "completed"
+
+
+@pytest.mark.slow
+def test_nonfinite_loss_stops_with_clear_failed_status(tmp_path, warm_tiny):
+    out = tmp_path / "run"
+    result = run_cli("train", "algo=grpo", "lr=1e12", "steps=6", "max_nonfinite=2", "eval_every=100",
+                     "rollouts_per_step=32", "eval_size=16", f"out={out}", check=False)
+    assert result.returncode == 1
+    status = json.loads((out / "status.json").read_text())
+    assert status["state"] == "failed"
+    assert "2 consecutive updates had a non-finite" in status["error"] and "Lower lr" in status["error"]
