@@ -551,7 +551,8 @@ def squeue_states() -> dict[str, str] | None:
 
 def submit_slurm(cells: list[Cell], grid: Grid, sweep_dir: Path, settings: SlurmSettings) -> dict[str, str]:
     """Submit the cells as ONE array job through submitit; returns {cell folder: job id}."""
-    executor = submitit.AutoExecutor(folder=sweep_dir / "submitit", cluster="slurm")
+    executor = submitit.AutoExecutor(folder=sweep_dir / "submitit", cluster="slurm",
+                                     slurm_max_num_timeout=settings.max_num_timeout)
     python_path = f"{REPO_ROOT}{os.pathsep}{os.environ['PYTHONPATH']}" if os.environ.get("PYTHONPATH") else str(REPO_ROOT)
     params: dict[str, Any] = dict(
         name=f"rlvr-{grid.name}",
@@ -559,7 +560,6 @@ def submit_slurm(cells: list[Cell], grid: Grid, sweep_dir: Path, settings: Slurm
         cpus_per_task=settings.cpus_per_task,
         slurm_array_parallelism=settings.array_parallelism,
         slurm_signal_delay_s=settings.signal_delay_s,
-        slurm_max_num_timeout=settings.max_num_timeout,
         slurm_setup=[f"export PYTHONPATH={shlex.quote(python_path)}"],
     )
     if settings.partition:
@@ -836,6 +836,8 @@ def main_sweep(argv: list[str]) -> int:
         update_sweep_record(sweep_dir, grid, cells, args.overrides, launch)
         print(f"[sweep] submitted array job {array_id} ({len(jobs)} tasks) as rlvr-{grid.name}, "
               f"timeout {args.slurm.time} min")
+        for folder, job in jobs.items():
+            print(f"  {job}\t{folder}")
         print(f"[sweep] SLURM logs: {sweep_dir / 'submitit'}; progress: python -m experiments status {sweep_dir}")
         if not args.wait:
             return 0

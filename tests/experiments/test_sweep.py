@@ -205,7 +205,7 @@ def test_plan_cell(tmp_path):
     assert sweep.plan_cell(cell, tmp_path, {}) == ("new", "")
     write_status(run_dir, "completed", 5, 5)
     assert sweep.plan_cell(cell, tmp_path, {}) == ("skip", "completed (5/5 steps)")
-    write_status(run_dir, "completed", 5, 8)          # same run asked for more steps: train extends it
+    write_status(run_dir, "completed", 5, 8)          # completed short of its steps: train goes on
     assert sweep.plan_cell(cell, tmp_path, {})[0] == "resume"
     write_status(run_dir, "failed", 3, 5)
     assert sweep.plan_cell(cell, tmp_path, {}) == ("resume", "resume: was failed at step 3/5")
