@@ -529,24 +529,31 @@ def fig_std_norm(runs: pd.DataFrame, groups: pd.DataFrame, out_dir: str | Path, 
 def fig_degenerate(runs: pd.DataFrame, out_dir: str | Path, *, palette: dict[str, str] | None = None,
                    smooth: int = 1, n_boot: int = 2000) -> pd.DataFrame:
     """fig4_degenerate: share of degenerate groups (all K rewards equal) over training, with
-    (`algo.filter_groups` on) and without dynamic sampling; mean and 95 % interval over seeds."""
+    (`algo.filter_groups` on) and without dynamic sampling; mean and 95 % interval over seeds.
+    Two panels where the runs log both: among all sampled groups (`groups_degenerate_frac_sampled`,
+    before dynamic sampling drops any) and in the batch trained on (`groups_degenerate_frac`).
+    Runs with group_size < 2 (PPO) are left out: a group of one is always degenerate."""
     _require_columns(runs, ["algo.filter_groups"], "fig4_degenerate")
     sel = _runs_with(runs, "groups_degenerate_frac")
+    if "algo.group_size" in sel.columns:
+        sel = sel[pd.to_numeric(sel["algo.group_size"], errors="coerce").fillna(2) >= 2]
     sel = sel.assign(filter_groups=sel["algo.filter_groups"].map(_is_on))
     found = sorted(sel["filter_groups"].unique())
     if found != [False, True]:
         have = {True: "on", False: "off"}
         raise SkipFigure("needs runs with dynamic sampling on and off (algo.filter_groups true and false) that "
                          f"logged groups_degenerate_frac (found: {', '.join(have[f] for f in found) or 'none'})")
-    data = _curve_data(sel, ["groups_degenerate_frac"], smooth=smooth, n_boot=n_boot, extra_by=["filter_groups"])
+    panels = [("groups_degenerate_frac", "In the batch trained on", "degenerate groups (fraction)")]
+    if len(_runs_with(sel, "groups_degenerate_frac_sampled")):
+        panels.insert(0, ("groups_degenerate_frac_sampled", "Among all sampled groups", "degenerate groups (fraction)"))
+    data = _curve_data(sel, [m for m, _, _ in panels], smooth=smooth, n_boot=n_boot, extra_by=["filter_groups"])
     palette = palette or algo_palette(data["algo"].unique())
     names = {a: f"{a} ({'dynamic sampling' if f else 'no filtering'})"
              for a, f in data[["algo", "filter_groups"]].drop_duplicates().itertuples(index=False)}
     with plt.rc_context(_RC):
-        fig = _curve_grid(data, [("groups_degenerate_frac", "Degenerate groups",
-                                  "degenerate groups (fraction)")], palette,
-                          f"Groups whose K rewards are all equal: mean and 95 % interval over {_seed_counts(sel)}",
-                          legend_names=names, ylims={"groups_degenerate_frac": (-0.02, 1.02)}, panel_width=3.5)
+        fig = _curve_grid(data, panels, palette,
+                          f"Degenerate groups (all K rewards equal): mean and 95 % interval over {_seed_counts(sel)}",
+                          legend_names=names, ylims={m: (-0.02, 1.02) for m, _, _ in panels}, panel_width=3.5)
         return _save(fig, out_dir, "fig4_degenerate", data)
 
 

@@ -47,8 +47,12 @@ METRIC_KEYS: tuple[str, ...] = (
     "mem_peak_reference_bytes", "mem_peak_critic_bytes", "mem_peak_update_bytes", "mem_params_bytes",
     "mem_grads_bytes", "mem_optimizer_bytes", "time_step_s", "time_rollout_s", "time_verify_s",
     "time_reference_s", "time_critic_s", "time_update_s", "tokens_per_s", "eval_accuracy",
+    # logged by experiments/train.py beyond the DESIGN.md list
+    "groups_degenerate_frac_sampled", "tis_weight_mean", "mem_peak_verify_bytes", "mem_policy_params_bytes",
+    "mem_critic_params_bytes", "mem_reference_params_bytes", "response_tokens", "lr",
 )
-"""The keys of every metrics.jsonl row (docs/DESIGN.md); all but `step` load as float64."""
+"""The keys of every metrics.jsonl row (docs/DESIGN.md, plus the extra keys experiments/train.py
+logs); all but `step` load as float64, all-NaN where a run does not log them."""
 
 GROUP_KEYS: tuple[str, ...] = (
     "step", "group", "success_rate", "reward_mean", "reward_std", "std_gain", "adv_abs_mean", "degenerate",

@@ -52,6 +52,7 @@ def runs_dir(tmp_path_factory):
                 "reward_mean": reward,
                 "eval_accuracy": [None, reward[1], reward[2]],
                 "groups_degenerate_frac": [0.5, 0.25, 0.0] if algo != "dapo" else [0.1, 0.1, 0.1],
+                "groups_degenerate_frac_sampled": [0.5, 0.25, 0.0] if algo != "dapo" else [0.6, 0.5, 0.4],
                 "resp_len_mean": [10 + seed, 11 + seed, 12 + seed],
                 "resp_len_correct_mean": [8, 8, 8],
                 "resp_len_incorrect_mean": [12, 14, 16],
@@ -202,10 +203,14 @@ def test_fig_std_norm_notes_a_missing_scale_and_skips_without_groups(runs_dir, t
 def test_fig_degenerate_with_and_without_dynamic_sampling(tiny, tmp_path):
     data = fig_degenerate(tiny, tmp_path, n_boot=100)
     assert _files_written(tmp_path, "fig4_degenerate")
-    dapo = data[data.algo == "dapo"]
+    assert "ppo" not in set(data.algo)  # group_size 1: every group degenerate by definition
+    batch = data[data.metric == "groups_degenerate_frac"]
+    dapo = batch[batch.algo == "dapo"]
     assert dapo.filter_groups.all() and np.allclose(dapo["mean"], 0.1)
-    grpo = data[data.algo == "grpo"]
+    grpo = batch[batch.algo == "grpo"]
     assert not grpo.filter_groups.any() and np.allclose(grpo["mean"], [0.5, 0.25, 0.0])
+    sampled = data[(data.metric == "groups_degenerate_frac_sampled") & (data.algo == "dapo")]
+    np.testing.assert_allclose(sampled["mean"], [0.6, 0.5, 0.4])  # before dynamic sampling dropped them
     with pytest.raises(SkipFigure, match=r"dynamic sampling on and off .* \(found: off\)"):
         fig_degenerate(tiny[tiny["algo.name"] != "dapo"], tmp_path)
 
