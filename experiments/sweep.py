@@ -579,7 +579,7 @@ def submit_slurm(cells: list[Cell], grid: Grid, sweep_dir: Path, settings: Slurm
     return {cell.folder: str(job.job_id) for cell, job in zip(cells, jobs)}
 
 
-def wait_slurm(job_ids: dict[str, str], sweep_dir: Path, poll_s: float = 3.0) -> None:
+def wait_slurm(job_ids: dict[str, str], poll_s: float = 3.0) -> None:
     """Block until none of `job_ids` is in SLURM's queue, with a tqdm progress bar."""
     from tqdm import tqdm
 
@@ -800,6 +800,10 @@ def main_sweep(argv: list[str]) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     executor = args.executor or ("slurm" if slurm_available() else "local")
+    if args.executor == "slurm" and not args.dry_run and not slurm_available():
+        print("error: executor=slurm, but sbatch is not on PATH or sinfo does not answer; start a local SLURM "
+              "with slurm/start.sh (as root), or use executor=local", file=sys.stderr)
+        return 2
     if not args.executor:
         print(f"[sweep] executor={executor} ({'sbatch found and sinfo answers' if executor == 'slurm' else 'no SLURM answering here'})")
 
@@ -841,7 +845,7 @@ def main_sweep(argv: list[str]) -> int:
         print(f"[sweep] SLURM logs: {sweep_dir / 'submitit'}; progress: python -m experiments status {sweep_dir}")
         if not args.wait:
             return 0
-        wait_slurm(jobs, sweep_dir)
+        wait_slurm(jobs)
     else:
         update_sweep_record(sweep_dir, grid, cells, args.overrides, launch)
 

@@ -193,6 +193,16 @@ def test_count_and_list(tmp_path, capsys):
     assert len(lines) == 6 and lines[5].startswith("5\tdapo-s2-") and lines[5].endswith("algo=dapo steps=2 seed=2")
 
 
+def test_slurm_executor_without_slurm_says_what_to_do(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "g.yaml"
+    path.write_text("axes:\n  algo: [grpo]\n")
+    monkeypatch.setenv("PATH", str(tmp_path))                 # no sbatch, no sinfo
+    assert not sweep.slurm_available()
+    assert sweep.main_sweep([str(path), "executor=slurm", f"out={tmp_path / 's'}"]) == 2
+    assert "executor=slurm, but sbatch is not on PATH" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
 # --------------------------------------------------------------------------- relaunch decisions
 def write_status(run_dir: Path, state: str, step: int, steps: int, **extra) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)

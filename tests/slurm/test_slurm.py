@@ -54,7 +54,7 @@ def test_grid_on_slurm_completes_and_relaunch_skips(slurm_cluster, tmp_path, cap
         assert set(names.stdout.split()) <= {"rlvr-tiny"}                           # readable in squeue
         assert "#SBATCH --job-name=rlvr-tiny" in (out / "submitit" / f"{array_id}_submission.sh").read_text()
         assert "#SBATCH --time=10" in (out / "submitit" / f"{array_id}_submission.sh").read_text()
-        sweep.wait_slurm(jobs, out, poll_s=1)
+        sweep.wait_slurm(jobs, poll_s=1)
     finally:
         cancel(*jobs.values())
     for cell in record["cells"]:
