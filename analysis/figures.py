@@ -25,6 +25,7 @@ the loaded runs cannot support raises `SkipFigure` with a message naming the run
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -241,7 +242,7 @@ def _curve_grid(data: pd.DataFrame, panels: Sequence[tuple[str, str, str]], pale
     if transpose:
         n_rows, n_cols = 1, n_rows
     width = max(3.4, panel_width * n_cols)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(width, 2.3 * n_rows + 0.7), squeeze=False,
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(width, 2.4 * n_rows), squeeze=False,
                              sharex="row" if not transpose else False)
     labels: dict[str, Line2D] = {}
     for r, setting in enumerate(settings):
@@ -261,16 +262,38 @@ def _curve_grid(data: pd.DataFrame, panels: Sequence[tuple[str, str, str]], pale
             ax.set_title(panel_title if len(settings) == 1 else f"{panel_title}\n{_setting_title(*setting)}")
             ax.set_ylabel(ylabel if (c == 0 or not transpose) else "")
             ax.set_xlabel(STEP_LABEL if (transpose or r == n_rows - 1) else "")
-    fig.suptitle(title, y=1.0)
-    if labels:
-        ncol = _legend_columns(list(labels), width)
-        legend_rows = -(-len(labels) // ncol)
-        fig.legend(_row_major(list(labels.values()), ncol), _row_major(list(labels.keys()), ncol),
-                   loc="lower center", ncol=ncol, bbox_to_anchor=(0.5, 0.0), title="algorithm")
-        bottom = (0.25 + 0.17 * legend_rows) / (2.3 * n_rows + 0.7)
-    else:
-        bottom = 0.0
-    fig.tight_layout(rect=(0, bottom, 1, 0.97))
+    return _finish(fig, title, labels)
+
+
+def _finish(fig: plt.Figure, title: str, handles: dict[str, object], *, legend_title: str | None = "algorithm",
+            note: str | None = None) -> plt.Figure:
+    """Suptitle (wrapped to the figure width), one legend for all panels (below them, reading
+    left to right, or beside a single column of panels), an optional note at the very bottom,
+    then tight_layout. The figure grows to make room, so the panels keep their size."""
+    width, height = fig.get_size_inches()
+    n_cols = fig.axes[0].get_gridspec().ncols if fig.axes else 1
+    note_in = 0.22 if note else 0.0
+    beside = bool(handles) and n_cols == 1
+    right_in = legend_in = 0.0
+    if beside:
+        right_in = 0.075 * max(len(str(k)) for k in handles) + 0.7
+    wrapped = textwrap.fill(title, int((width + right_in) * 72 / (_RC["font.size"] * 0.56)))
+    top_in = 0.08 + 0.17 * wrapped.count("\n")
+    if handles and not beside:
+        ncol = _legend_columns(list(handles), width)
+        legend_in = 0.1 + 0.2 * -(-len(handles) // ncol) + (0.2 if legend_title else 0.0)
+    total_w, total_h = width + right_in, height + top_in + legend_in + note_in
+    fig.set_size_inches(total_w, total_h)
+    if beside:
+        fig.legend(list(handles.values()), list(handles.keys()), loc="center left", title=legend_title,
+                   bbox_to_anchor=(width / total_w, (note_in + height / 2) / total_h))
+    elif handles:
+        fig.legend(_row_major(list(handles.values()), ncol), _row_major(list(handles.keys()), ncol),
+                   loc="lower center", ncol=ncol, bbox_to_anchor=(0.5, note_in / total_h), title=legend_title)
+    if note:
+        fig.text(0.5, 0.01, note, ha="center", va="bottom", fontsize=7.5, color="0.3")
+    fig.suptitle(wrapped, y=1.0, va="top")
+    fig.tight_layout(rect=(0, (legend_in + note_in) / total_h, 1 - right_in / total_w, 1 - top_in / total_h))
     return fig
 
 
@@ -317,7 +340,7 @@ def fig_memory(runs: pd.DataFrame, out_dir: str | Path, *, palette: dict[str, st
     groups = [q for q, _ in MEMORY_PHASES] + ["held"]
     hatches = {"parameters": "", "gradients": "////", "optimizer": "...."}
     with plt.rc_context(_RC):
-        fig, axes = plt.subplots(1, len(sizes), figsize=(max(7.0, 3.6 * len(sizes)), 3.2), squeeze=False)
+        fig, axes = plt.subplots(1, len(sizes), figsize=(max(7.0, 3.6 * len(sizes)), 2.7), squeeze=False)
         for ax, size in zip(axes[0], sizes):
             d = data[data["model.name"] == size]
             algos = [a for a in all_algos if a in set(d["algo"])]
@@ -345,19 +368,11 @@ def fig_memory(runs: pd.DataFrame, out_dir: str | Path, *, palette: dict[str, st
             ax.set_xlabel("training phase")
             ax.set_title(f"model {size} (weights {_fmt_bytes(params.get(size, np.nan))})")
             ax.grid(axis="x", visible=False)
-        algo_handles = [Patch(color=palette.get(a, "#333333"), label=a) for a in all_algos]
-        held_handles = [Patch(facecolor="0.6", hatch=h, edgecolor="white", label=f"held: {q}")
-                        for q, h in hatches.items()]
-        handles = algo_handles + held_handles
-        width = fig.get_size_inches()[0]
-        ncol = _legend_columns([h.get_label() for h in handles], width)
-        fig.legend(handles=_row_major(handles, ncol), loc="lower center", ncol=ncol, bbox_to_anchor=(0.5, 0.04))
-        fig.text(0.5, 0.0, "held = bytes of parameters + gradients + optimizer states (all models). "
-                 "No bar: phase not run (critic: PPO only; reference: only with KL β > 0).",
-                 ha="center", va="bottom", fontsize=7.5, color="0.3")
-        fig.suptitle("Peak memory by training phase (max over steps, mean over seeds)", y=1.0)
-        legend_rows = -(-len(handles) // ncol)
-        fig.tight_layout(rect=(0, (0.35 + 0.17 * legend_rows) / 3.2, 1, 0.97))
+        handles = {a: Patch(color=palette.get(a, "#333333")) for a in all_algos}
+        handles.update({f"held: {q}": Patch(facecolor="0.6", hatch=h, edgecolor="white") for q, h in hatches.items()})
+        _finish(fig, "Peak memory by training phase (max over steps, mean over seeds)", handles, legend_title=None,
+                note="held = bytes of parameters + gradients + optimizer states (all models). "
+                     "No bar: phase not run (critic: PPO only; reference: only with KL β > 0).")
         return _save(fig, out_dir, "fig1_memory", data)
 
 
@@ -473,7 +488,7 @@ def fig_std_norm(runs: pd.DataFrame, groups: pd.DataFrame, out_dir: str | Path, 
     k_colors = dict(zip(all_ks, sns.color_palette("mako", len(all_ks) + 2).as_hex()[1:-1][::-1]))
     k_styles = dict(zip(all_ks, [":", "--", "-", "-."] * len(all_ks)))
     with plt.rc_context(_RC):
-        fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(8.6, 3.2), gridspec_kw={"width_ratios": [1, 1.3]})
+        fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(8.6, 2.9), gridspec_kw={"width_ratios": [1, 1.3]})
         for k in all_ks:
             p = np.linspace(1 / k, 1 - 1 / k, 200)
             ax_a.plot(p, theory_std_gain(p, k, eps), color=k_colors[k], lw=1.4, ls=k_styles[k], label=f"theory K={k}")
@@ -518,8 +533,7 @@ def fig_std_norm(runs: pd.DataFrame, groups: pd.DataFrame, out_dir: str | Path, 
         ax_b.set_ylabel("share of Σ|A| (fraction)")
         ax_b.set_title("(b) gradient weight by success rate")
         ax_b.grid(axis="x", visible=False)
-        fig.suptitle("Std-normalization amplifies near-unanimous groups (0/1 rewards, unbiased std)", y=1.0)
-        fig.tight_layout()
+        _finish(fig, "Std-normalization amplifies near-unanimous groups (0/1 rewards, unbiased std)", {})
         return _save(fig, out_dir, "fig3_std_norm", data)
 
 
@@ -669,7 +683,7 @@ def fig_k4_advantages(runs: pd.DataFrame | None, out_dir: str | Path, *,
     data = pd.DataFrame.from_records(records)
     lim = float(np.abs(data["advantage"]).max()) * 1.3 or 1.0
     with plt.rc_context(_RC):
-        fig, axes = plt.subplots(1, len(examples), figsize=(1.6 * len(examples) + 0.4, 2.9), sharey=True, squeeze=False)
+        fig, axes = plt.subplots(1, len(examples), figsize=(1.6 * len(examples) + 0.4, 2.4), sharey=True, squeeze=False)
         for ax, (name, rewards) in zip(axes[0], examples):
             d = data[data.example == name]
             for j, (scale, _, color) in enumerate(K4_SCALES):
@@ -691,10 +705,8 @@ def fig_k4_advantages(runs: pd.DataFrame | None, out_dir: str | Path, *,
             if all(v == rewards[0] for v in rewards):
                 ax.text(0.5, 0.25, "degenerate:\nA = 0", transform=ax.transAxes, ha="center", fontsize=7.5, color="0.35")
         axes[0][0].set_ylabel("advantage A_i")
-        fig.legend(handles=[Patch(color=c, label=label) for _, label, c in K4_SCALES], loc="lower center", ncol=2,
-                   bbox_to_anchor=(0.5, -0.02))
-        fig.suptitle("GRPO advantages of K = 4 rollouts: A_i = (r_i − mean) / (std + ε) vs r_i − mean", y=1.0)
-        fig.tight_layout(rect=(0, 0.07, 1, 0.97))
+        _finish(fig, "GRPO advantages of K = 4 rollouts: A_i = (r_i − mean) / (std + ε) vs r_i − mean",
+                {label: Patch(color=c) for _, label, c in K4_SCALES}, legend_title=None)
         return _save(fig, out_dir, "fig8_k4_advantages", data)
 
 
