@@ -323,14 +323,15 @@ def logprobs_and_entropy(logits: Tensor, tokens: Tensor, temperature: float = 1.
     """log softmax(logits / temperature) at ``tokens`` and the entropy of that distribution.
 
     logits: (..., V) any float dtype; tokens: (...). Returns two float32 tensors of shape (...).
-    Computed from logsumexp, never materialising a float32 log_softmax of the whole input at once
-    beyond the (..., V) softmax needed for the entropy.
+    logp = z[token] - logsumexp(z) with z = logits / temperature: no log_softmax tensor is built, and
+    the autograd graph keeps only z. The entropy is computed without gradient (a diagnostic: no
+    algorithm here differentiates it), so its (..., V) softmax is freed at once.
     """
     z = logits.float() / temperature  # (..., V)
     lse = torch.logsumexp(z, dim=-1)  # (...)
     logp = z.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - lse  # (...)
-    probs = torch.softmax(z, dim=-1)
-    entropy = lse - (probs * z).sum(-1)  # H = -sum p (z - lse) = lse - sum p z
+    with torch.no_grad():
+        entropy = lse - (torch.softmax(z, dim=-1) * z).sum(-1)  # H = -sum p (z - lse) = lse - sum p z
     return logp, entropy
 
 
@@ -341,7 +342,7 @@ def response_logprobs(
     response_len: int,
     *,
     temperature: float = 1.0,
-    chunk_size: int = 8,
+    chunk_size: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Log-probs of the response tokens and the entropy at each response position.
 
@@ -351,7 +352,9 @@ def response_logprobs(
     logits divided by ``temperature``; entropy of that full next-token distribution. Values at masked
     (padding) response positions are computed but meaningless; mask them with ``response_mask``.
     Position ids come from the attention mask. Only the T logit rows that predict the response are
-    computed (``logits_to_keep``), in chunks of ``chunk_size`` rows of the batch. Gradients flow.
+    computed (``logits_to_keep``), so memory is O(B*T*V), not O(B*(P+T)*V); with a large vocabulary
+    set ``chunk_size`` to run the batch in chunks of that many rows. Gradients flow into logp;
+    the entropy is detached.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 for log-probs (greedy decoding has none); got {temperature}")
@@ -359,8 +362,9 @@ def response_logprobs(
     T = response_len
     position_ids = position_ids_from_mask(attention_mask)
     logps, entropies = [], []
-    for start in range(0, input_ids.shape[0], chunk_size):
-        rows = slice(start, start + chunk_size)
+    step = chunk_size or input_ids.shape[0]
+    for start in range(0, input_ids.shape[0], step):
+        rows = slice(start, start + step)
         # logits at positions P-1 .. P+T-1; the one at P-1+t predicts response token t.
         out = model(
             input_ids=input_ids[rows],

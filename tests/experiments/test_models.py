@@ -235,7 +235,8 @@ def test_response_logprobs_invariant_to_extra_left_padding(tiny):
 
 def test_response_logprobs_gradients_flow_and_bad_args(tiny):
     ids, mask = _random_batch()
-    logp, _ = response_logprobs(tiny.model, ids, mask, 4)
+    logp, entropy = response_logprobs(tiny.model, ids, mask, 4)
+    assert logp.requires_grad and not entropy.requires_grad  # the entropy is a detached diagnostic
     logp.sum().backward()
     assert tiny.model.model.embed_tokens.weight.grad is not None
     tiny.model.zero_grad(set_to_none=True)
