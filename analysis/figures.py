@@ -38,6 +38,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from analysis.stats import (  # noqa: E402
     aggregate_over_seeds,
@@ -214,14 +215,17 @@ def _curve_data(runs: pd.DataFrame, metrics: Sequence[str], *, smooth: int, n_bo
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def _draw_curves(ax: plt.Axes, data: pd.DataFrame, palette: dict[str, str], *, legend_names: dict[str, str] | None = None,
-                 linestyles: dict[str, str] | None = None) -> list[Line2D]:
+def _draw_curves(ax: plt.Axes, data: pd.DataFrame, palette: dict[str, str], *,
+                 legend_names: dict[str, str] | None = None) -> list[Line2D]:
+    """Mean line and interval band per algorithm. Lines drawn first are drawn wider, so curves
+    that coincide (e.g. every algorithm at reward 0) still show each colour as a stripe."""
     handles = []
-    for algo in algo_order(data["algo"].unique()):
+    algos = algo_order(data["algo"].unique())
+    for i, algo in enumerate(algos):
         d = data[data["algo"] == algo].sort_values("step")
         color = palette.get(algo, "#333333")
-        (line,) = ax.plot(d["step"], d["mean"], color=color, lw=1.5, ls=(linestyles or {}).get(algo, "-"),
-                          label=(legend_names or {}).get(algo, algo))
+        width = 1.3 + 1.2 * (len(algos) - 1 - i) / max(len(algos) - 1, 1)
+        (line,) = ax.plot(d["step"], d["mean"], color=color, lw=width, label=(legend_names or {}).get(algo, algo))
         if (d["high"] > d["low"]).any():
             ax.fill_between(d["step"], d["low"], d["high"], color=color, alpha=0.2, lw=0)
         if len(d) == 1:
@@ -250,15 +254,20 @@ def _curve_grid(data: pd.DataFrame, panels: Sequence[tuple[str, str, str]], pale
             ax = axes[0][r] if transpose else axes[r][c]
             d = data[(data["metric"] == metric) & (data["task.name"] == setting[0]) & (data["model.name"] == setting[1])]
             if d.empty:
-                ax.text(0.5, 0.5, f"no runs logged\n{metric}", ha="center", va="center", transform=ax.transAxes,
+                ax.text(0.5, 0.5, f"no run logged a value of\n{metric}", ha="center", va="center", transform=ax.transAxes,
                         color="0.4")
             else:
                 for h in _draw_curves(ax, d, palette, legend_names=legend_names):
                     labels.setdefault(h.get_label(), h)
+            ax.use_sticky_edges = False  # the interval bands would pin the y limits to the data: keep a margin
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             if hlines and metric in hlines:
                 ax.axhline(hlines[metric], color="0.3", lw=0.8, ls=":")
             if ylims and metric in ylims:
                 ax.set_ylim(*ylims[metric])
+            elif not d.empty and d["low"].min() >= 0:  # a non-negative quantity: no axis below zero
+                low, high = ax.get_ylim()
+                ax.set_ylim(max(low, -0.03 * (high - max(low, 0))), high)
             ax.set_title(panel_title if len(settings) == 1 else f"{panel_title}\n{_setting_title(*setting)}")
             ax.set_ylabel(ylabel if (c == 0 or not transpose) else "")
             ax.set_xlabel(STEP_LABEL if (transpose or r == n_rows - 1) else "")
@@ -372,7 +381,7 @@ def fig_memory(runs: pd.DataFrame, out_dir: str | Path, *, palette: dict[str, st
         handles.update({f"held: {q}": Patch(facecolor="0.6", hatch=h, edgecolor="white") for q, h in hatches.items()})
         _finish(fig, "Peak memory by training phase (max over steps, mean over seeds)", handles, legend_title=None,
                 note="held = bytes of parameters + gradients + optimizer states (all models). "
-                     "No bar: phase not run (critic: PPO only; reference: only with KL β > 0).")
+                     "No bar: the runs logged no such phase (the critic is PPO's only).")
         return _save(fig, out_dir, "fig1_memory", data)
 
 
@@ -473,6 +482,9 @@ def fig_std_norm(runs: pd.DataFrame, groups: pd.DataFrame, out_dir: str | Path, 
         count = count.reindex(columns=range(len(bin_labels)), fill_value=0)
         count_share = count.div(count.sum(axis=1), axis=0)
         for (algo, scale), part in share.groupby(level=["algo", "algo.scale"]):
+            if part.isna().all(axis=None):  # every group degenerate: A = 0, no gradient weight to share
+                notes.append(f"panel (b) leaves out {algo}: all its groups had zero advantage")
+                continue
             mean, low, high = bootstrap_mean_ci(part.to_numpy(dtype=float), n_boot=n_boot)
             for b, label in enumerate(bin_labels):
                 share_rows.append({"panel": "weight_share", "algo": algo, "algo.scale": scale, "bin": label,

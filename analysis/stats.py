@@ -131,8 +131,11 @@ def aggregate_over_seeds(df: pd.DataFrame, value: str, *, by: Sequence[str] = ("
         for column, k in zip(by, key):
             frame.insert(by.index(column), column, k)
         out.append(frame)
-    if not out:
-        return pd.DataFrame(columns=[*by, x, "mean", "low", "high", "n"])
+    if not out:  # typed, so concatenating it with non-empty results keeps numeric columns numeric
+        empty = {c: df[c].iloc[0:0] for c in [*by, x]}
+        empty.update({c: pd.Series(dtype="float64") for c in ("mean", "low", "high")})
+        empty["n"] = pd.Series(dtype="int64")
+        return pd.DataFrame(empty)
     return pd.concat(out, ignore_index=True)
 
 

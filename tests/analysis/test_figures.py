@@ -222,6 +222,8 @@ def test_fig_length_grpo_vs_dr_grpo(tiny, tmp_path):
     assert set(data.metric) == {"resp_len_mean", "resp_len_correct_mean", "resp_len_incorrect_mean"}
     grpo = data[(data.algo == "grpo") & (data.metric == "resp_len_mean")]
     np.testing.assert_allclose(grpo["mean"], [10.5, 11.5, 12.5])
+    no_correct = fig_length(tiny.assign(resp_len_correct_mean=np.nan), tmp_path, n_boot=50)  # nothing solved yet
+    assert "resp_len_correct_mean" not in set(no_correct.metric) and no_correct["mean"].dtype == np.float64
     with pytest.raises(SkipFigure, match=r"both grpo and dr_grpo .* \(found: grpo\)"):
         fig_length(tiny[tiny["algo.name"] == "grpo"], tmp_path)
 

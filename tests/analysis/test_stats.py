@@ -96,6 +96,8 @@ def test_aggregate_over_seeds_means_per_group_and_step():
     smoothed = aggregate_over_seeds(df, "reward_mean", by=["algo"], smooth=2, n_boot=100)
     # a1 smoothed: [0, 0.1, 0.3]; a2: [1, 0.7, (no value at step 3)] -> mean [0.5, 0.4, 0.3]
     np.testing.assert_allclose(smoothed[smoothed.algo == "a"]["mean"], [0.5, 0.4, 0.3])
+    empty = aggregate_over_seeds(df.assign(reward_mean=np.nan), "reward_mean", by=["algo"])
+    assert empty.empty and empty["mean"].dtype == np.float64 and empty["step"].dtype == df["step"].dtype
     with pytest.raises(KeyError, match=r"columns \['nope'\] not in the frame"):
         aggregate_over_seeds(df, "nope")
 
