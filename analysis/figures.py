@@ -117,7 +117,7 @@ def _save(fig: plt.Figure, out_dir: str | Path, name: str, data: pd.DataFrame) -
     return data
 
 
-def _require_columns(df: pd.DataFrame, columns: Sequence[str], figure: str) -> None:
+def _require_columns(df: pd.DataFrame, columns: Sequence[str]) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise SkipFigure(f"needs the column(s) {missing} in the runs (are these run folders from experiments/train.py?)")
@@ -324,7 +324,7 @@ def fig_memory(runs: pd.DataFrame, out_dir: str | Path, *, palette: dict[str, st
     """fig1_memory: peak memory per phase (max over steps, mean over seeds) of PPO, GRPO, Dr.GRPO
     and DAPO for each model size, beside the bytes held by parameters, gradients and optimizer
     states. Returns [model.name, algo, quantity, kind ("phase peak"|"held"), bytes, n_runs]."""
-    _require_columns(runs, ["algo.name", "model.name"], "fig1_memory")
+    _require_columns(runs, ["algo.name", "model.name"])
     columns = [c for _, c in MEMORY_PHASES + MEMORY_HELD]
     sel = runs[runs["algo.name"].isin(MEMORY_ALGOS)]
     sel = sel[sel[columns].notna().any(axis=1)]
@@ -446,8 +446,7 @@ def fig_std_norm(runs: pd.DataFrame, groups: pd.DataFrame, out_dir: str | Path, 
     """
     if groups is None or groups.empty:
         raise SkipFigure("needs runs with groups.jsonl rows (found none)")
-    _require_columns(groups, ["algo.group_size", "algo.scale", "success_rate", "std_gain", "adv_abs_mean"],
-                     "fig3_std_norm")
+    _require_columns(groups, ["algo.group_size", "algo.scale", "success_rate", "std_gain", "adv_abs_mean"])
     records = []
     measured = groups[np.isfinite(groups["std_gain"].to_numpy(dtype=float))]
     all_ks = sorted(set(int(k) for k in ks) | set(int(k) for k in measured["algo.group_size"].dropna().unique()
@@ -559,7 +558,7 @@ def fig_degenerate(runs: pd.DataFrame, out_dir: str | Path, *, palette: dict[str
     Two panels where the runs log both: among all sampled groups (`groups_degenerate_frac_sampled`,
     before dynamic sampling drops any) and in the batch trained on (`groups_degenerate_frac`).
     Runs with group_size < 2 (PPO) are left out: a group of one is always degenerate."""
-    _require_columns(runs, ["algo.filter_groups"], "fig4_degenerate")
+    _require_columns(runs, ["algo.filter_groups"])
     sel = _runs_with(runs, "groups_degenerate_frac")
     if "algo.group_size" in sel.columns:
         sel = sel[pd.to_numeric(sel["algo.group_size"], errors="coerce").fillna(2) >= 2]
@@ -590,7 +589,7 @@ def fig_length(runs: pd.DataFrame, out_dir: str | Path, *, palette: dict[str, st
                smooth: int = 1, n_boot: int = 2000) -> pd.DataFrame:
     """fig5_length: response length over training, all / correct / incorrect responses, for the
     GRPO and Dr.GRPO runs (the presets as published; their variants only where a preset has none)."""
-    _require_columns(runs, ["algo.name"], "fig5_length")
+    _require_columns(runs, ["algo.name"])
     sel = pd.concat([_runs_with(_preset_runs(runs, name), "resp_len_mean") for name in ("grpo", "dr_grpo")])
     found = sorted(sel["algo.name"].unique())
     if found != ["dr_grpo", "grpo"]:
@@ -613,7 +612,7 @@ def fig_clip(runs: pd.DataFrame, out_dir: str | Path, *, palette: dict[str, str]
              smooth: int = 1, n_boot: int = 2000) -> pd.DataFrame:
     """fig6_clip: fraction of tokens clipped at 1-eps_low and at 1+eps_high, and the entropy,
     over training for runs with different `algo.eps_high` (e.g. 0.2 vs DAPO's 0.28)."""
-    _require_columns(runs, ["algo.eps_high"], "fig6_clip")
+    _require_columns(runs, ["algo.eps_high"])
     sel = _runs_with(runs, "clip_frac_high")
     found = sorted(sel["algo.eps_high"].dropna().unique())
     if len(found) < 2:
@@ -639,7 +638,7 @@ def fig_critic(runs: pd.DataFrame, out_dir: str | Path, *, palette: dict[str, st
                smooth: int = 1, n_boot: int = 2000) -> pd.DataFrame:
     """fig7_critic: PPO's critic explained variance of the returns over training, beside the
     reward curves of PPO and GRPO (the presets; their variants only where a preset has none)."""
-    _require_columns(runs, ["algo.name"], "fig7_critic")
+    _require_columns(runs, ["algo.name"])
     ppo = _runs_with(_preset_runs(runs, "ppo"), "critic_explained_var")
     grpo = _runs_with(_preset_runs(runs, "grpo"), "reward_mean")
     missing = [n for n, d in (("ppo runs that logged critic_explained_var", ppo), ("grpo runs", grpo)) if d.empty]

@@ -3,7 +3,6 @@ against hand-computed numbers, and figures the runs cannot support are skipped w
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from analysis import load_groups, load_runs
