@@ -46,7 +46,7 @@ class ModelConfig:
 @dataclass
 class RolloutConfig:
     backend: str = _f("hf", "hf (transformers generate) | vllm (in-process vllm.LLM, weights synced in place)")
-    max_new_tokens: int = _f(6, "generation budget per response (also Dr.GRPO's L)")
+    max_new_tokens: int = _f(8, "generation budget per response (also Dr.GRPO's L)")
     temperature: float = _f(1.0, "sampling temperature of training rollouts (eval is greedy)")
     top_p: float = _f(1.0, "nucleus sampling")
     vllm_gpu_memory_utilization: float = _f(0.3, "vLLM: share of GPU memory for weights+KV cache (GPU only)")
@@ -71,7 +71,8 @@ class TrainConfig:
     checkpoint_every: int = _f(10, "write checkpoint/ every N steps (and at the last)")
     max_nonfinite: int = _f(3, "stop with state=failed after N consecutive non-finite losses/grad norms")
     device: str = _f("auto", "auto | cpu | cuda")
-    threads: int = _f(0, "torch CPU threads (0: torch's default)")
+    threads: int = _f(1, "torch CPU threads (0: torch's default); tiny models run fastest on 1, and "
+                         "several runs on one machine must not oversubscribe its cores")
     cache_dir: str = _f("", "cache of built and warm-started models (default $RLVR_CACHE or ./.cache/rlvr)")
     algo: AlgoConfig = field(default_factory=lambda: preset("grpo"), metadata={"help": "algorithm preset + knobs"})
     task: TaskConfig = field(default_factory=TaskConfig)

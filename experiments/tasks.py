@@ -49,9 +49,9 @@ class TaskConfig:
     digits: int = field(default=1, metadata={
         "help": "arithmetic: max digits per operand (operands in 0..10^digits-1); "
                 "countdown: max digits of each given number (numbers in 1..10^digits-1)"})
-    ops: str = field(default="+-", metadata={
+    ops: str = field(default="+", metadata={
         "help": "arithmetic: operators to draw from, any of '+-*' (normal precedence)"})
-    n_terms: int = field(default=2, metadata={
+    n_terms: int = field(default=3, metadata={
         "help": "arithmetic: operands per problem (>= 2)"})
     countdown_numbers: int = field(default=3, metadata={
         "help": "countdown: how many numbers are given (2..6); each may be used at most once"})

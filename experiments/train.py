@@ -379,10 +379,14 @@ class Trainer:
         mask = rollouts.response_mask.float().to(self.device)  # (B, T)
         num_rollouts = mask.shape[0]
 
-        # old_logp: the policy that the advantages are for, computed once before the first update.
-        with torch.no_grad(), self.tracker.phase("reference"):
+        # old_logp: the policy that the advantages are for, computed once before the first update
+        # (counted in the update phase: same model, same memory).
+        with torch.no_grad(), self.tracker.phase("update"):
             old_logp, _ = self._forward_logp(self.policy, rollouts)
-            ref_logp = self._forward_logp(self.reference, rollouts)[0] if self.reference is not None else None
+        ref_logp = None
+        if self.reference is not None:
+            with torch.no_grad(), self.tracker.phase("reference"):
+                ref_logp = self._forward_logp(self.reference, rollouts)[0]
         values = returns = None
         if self.critic is not None:
             with torch.no_grad(), self.tracker.phase("critic"):
@@ -640,7 +644,12 @@ def train(cfg: TrainConfig) -> dict:
             run.write_config(config_record(cfg, trainer.warmstart_info))
             trainer.fit()
             run.set_status("completed", step=trainer.step, steps=cfg.steps)
-        except Preempted:
+        except (Preempted, SystemExit) as error:
+            if isinstance(error, SystemExit) and not os.environ.get("SUBMITIT_EXECUTOR"):
+                run.set_status("failed", step=trainer.step if trainer else step, steps=cfg.steps,
+                               error=f"SystemExit({error.code})")
+                raise
+            # SIGTERM, or submitit's exit after it requeued the job (SIGUSR2 at the time limit)
             run.set_status("preempted", step=trainer.step if trainer else step, steps=cfg.steps,
                            error="SIGTERM: resumes from the last checkpoint when run again")
             raise
@@ -715,6 +724,8 @@ def main_warmstart(argv: list[str]) -> int:
         return 2
     from experiments.tasks import make_task
 
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     path, info = resolve_policy_dir(cfg, make_task(cfg.task))
     print(json.dumps({"path": str(path), **info}, indent=1))
     return 0
