@@ -192,11 +192,10 @@ def build_rollout(cfg: TrainConfig, policy, tokenizer, policy_dir: Path):
     rollout = cfg.rollout
     if rollout.backend == "hf":
         return make_rollout("hf", model=policy, tokenizer=tokenizer)
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(rollout.vllm_kv_cache_gib))))
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     return make_rollout(
         "vllm", model_dir=policy_dir, gpu_memory_utilization=rollout.vllm_gpu_memory_utilization,
         max_model_len=rollout.vllm_max_model_len, seed=cfg.seed, sleep=rollout.vllm_sleep,
+        kv_cache_gib=rollout.vllm_kv_cache_gib,
     )
 
 
