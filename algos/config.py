@@ -162,19 +162,25 @@ def parse_knob(knob: str, text: str) -> Any:
     types = {f.name: f.type for f in fields(AlgoConfig)}
     if knob not in types:
         raise ValueError(f"unknown algo knob {knob!r}; valid knobs: {', '.join(knob_names())}")
-    kind = str(types[knob])
-    if "None" in kind and text.strip().lower() in ("null", "none", "~"):
+    return coerce(f"algo.{knob}", text, types[knob])
+
+
+def coerce(key: str, text: str, annotation) -> Any:
+    """A command-line string as the field's type: '3' -> 3 for int, 'true' -> True for bool,
+    'null' -> None where the field is optional; other strings stay strings."""
+    hint = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+    lowered = text.strip().lower()
+    if "None" in hint and lowered in ("null", "none", "~"):
         return None
     try:
-        if kind.startswith("bool"):
-            lowered = text.strip().lower()
+        if hint.startswith("bool"):
             if lowered not in ("true", "false", "1", "0", "yes", "no"):
                 raise ValueError
             return lowered in ("true", "1", "yes")
-        if kind.startswith("int"):
+        if hint.startswith("int"):
             return int(text)
-        if kind.startswith("float"):
+        if hint.startswith("float"):
             return float(text)
     except ValueError:
-        raise ValueError(f"algo.{knob}={text!r} is not a valid {kind}") from None
+        raise ValueError(f"{key}={text!r}: expected {hint.replace(' | None', '')}") from None
     return text

@@ -17,6 +17,7 @@ from typing import Any
 
 from algos import AlgoConfig, knob_help, parse_knob, preset
 from algos.config import CHOICES as ALGO_CHOICES
+from algos.config import coerce as _coerce
 from experiments.tasks import TaskConfig
 
 ROLLOUT_BACKENDS = ("hf", "vllm")
@@ -101,26 +102,6 @@ def _valid_keys() -> list[str]:
     for section, cls in SECTIONS.items():
         keys += [f"{section}.{f.name}" for f in fields(cls)]
     return keys
-
-
-def _coerce(key: str, text: str, annotation) -> Any:
-    """'3' -> 3 for an int field, 'true' -> True, 'null' -> None for an optional field."""
-    hint = annotation.__name__ if isinstance(annotation, type) else str(annotation)
-    lowered = text.strip().lower()
-    if "None" in hint and lowered in ("null", "none", "~"):
-        return None
-    try:
-        if hint.startswith("bool"):
-            if lowered not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError
-            return lowered in ("true", "1", "yes")
-        if hint.startswith("int"):
-            return int(text)
-        if hint.startswith("float"):
-            return float(text)
-    except ValueError:
-        raise ValueError(f"{key}={text!r}: expected {hint.replace(' | None', '')}") from None
-    return text
 
 
 def _unknown_key(key: str) -> ValueError:

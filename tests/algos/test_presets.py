@@ -71,7 +71,7 @@ def test_parse_knob_types():
     assert parse_knob("filter_groups", "true") is True
     assert parse_knob("norm_len", "null") is None and parse_knob("norm_len", "16") == 16
     assert parse_knob("scale", "none") == "none"
-    with pytest.raises(ValueError, match="not a valid int"):
+    with pytest.raises(ValueError, match="algo.epochs='two': expected int"):
         parse_knob("epochs", "two")
 
 
