@@ -210,6 +210,11 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.cwd() / ".cache" / "rlvr"
 
 
+def resolve_cache_dir(cache_dir: str | os.PathLike | None) -> Path:
+    """``cache_dir`` as a Path; None or "" means ``default_cache_dir()``."""
+    return Path(cache_dir) if cache_dir else default_cache_dir()
+
+
 @contextlib.contextmanager
 def file_lock(path: Path):
     """Hold an exclusive ``flock`` on ``path`` (created if missing) for the duration of the block."""
@@ -240,7 +245,7 @@ def built_model_dir(size: str, *, seed: int = 0, cache_dir: str | os.PathLike | 
     written to a temporary directory and renamed into place).
     """
     _check_size(size)
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache = resolve_cache_dir(cache_dir)
     final = cache / "models" / f"{size}-seed{seed}"
     if (final / "config.json").exists():
         return final

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from experiments.models import file_lock, load_policy, publish_dir_atomically
+from experiments.models import file_lock, load_policy, publish_dir_atomically, resolve_cache_dir
 from experiments.rollout import HFRollout, Sampling
 
 RECIPE_VERSION = 1  # bump when the training recipe changes, to invalidate old caches
@@ -97,7 +97,7 @@ def cache_key(task_cfg, model_name, *, init_seed, seed, steps, lr, batch_size, t
     }
 
 
-def warmstart_dir(task, model_name, *, cache_dir, steps, lr, batch_size, seed, init_seed=0,
+def warmstart_dir(task, model_name, *, cache_dir=None, steps, lr, batch_size, seed, init_seed=0,
                   target_band=(0.10, 0.50)) -> Path:
     """Where ``warmstart`` with these arguments stores (or would store) its result."""
     _, task_cfg = _task_and_config(task)
@@ -105,14 +105,14 @@ def warmstart_dir(task, model_name, *, cache_dir, steps, lr, batch_size, seed, i
                     batch_size=batch_size, target_band=target_band)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     slug = Path(str(model_name)).name.replace(" ", "_")
-    return Path(cache_dir) / "warmstart" / f"{task_cfg.name}-{slug}-{digest}"
+    return resolve_cache_dir(cache_dir) / "warmstart" / f"{task_cfg.name}-{slug}-{digest}"
 
 
 def warmstart(
     task,
     model_name: str,
     *,
-    cache_dir,
+    cache_dir=None,
     steps: int = 3000,
     lr: float = 3e-3,
     batch_size: int = 64,
@@ -129,7 +129,8 @@ def warmstart(
     in a seeded order) and stops early once greedy eval accuracy (first ``eval_size`` eval examples)
     is within ``target_band`` = (low, high) inclusive; checked before training and every
     ``eval_every`` steps. Returns the HF directory of the result, cached (a second call with the
-    same arguments returns it without training). If the band is never reached, the last model is
+    same arguments returns it without training). ``cache_dir`` None or "" means
+    ``models.default_cache_dir()``. If the band is never reached, the last model is
     saved anyway, ``warmstart.json`` says ``"in_band": false`` and a warning is issued.
     """
     low, high = target_band

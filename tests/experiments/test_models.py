@@ -175,6 +175,15 @@ def test_saved_model_reloads_with_auto_classes_and_same_logits(tiny_dir):
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()  # tied
 
 
+def test_empty_cache_dir_means_the_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("RLVR_CACHE", str(tmp_path / "env-cache"))
+    assert models.resolve_cache_dir("") == models.resolve_cache_dir(None) == tmp_path / "env-cache"
+    assert models.built_model_dir("tiny", cache_dir="") == tmp_path / "env-cache" / "models" / "tiny-seed0"
+    monkeypatch.delenv("RLVR_CACHE")
+    monkeypatch.chdir(tmp_path)
+    assert models.default_cache_dir() == tmp_path / ".cache" / "rlvr"
+
+
 def test_load_policy_builds_preset_into_cache_once(tmp_path):
     first = load_policy("tiny", cache_dir=tmp_path, seed=1)
     assert first.path == tmp_path / "models" / "tiny-seed1"
