@@ -37,9 +37,13 @@ test-fast: setup
 	$(BIN)/python -m pytest -x -m "not slow and not slurm and not vllm" $(PYTEST_ARGS)
 
 # The main job: small local sweeps of the four presets and the std ablation, then every figure.
+# Each sweep skips runs that already completed, so an interrupted demo picks up where it stopped.
+DEMO_PARALLEL ?= 2
 demo: setup
-	$(BIN)/python -m experiments sweep experiments/grids/ppo_vs_grpo.yaml executor=local out=runs/ppo_vs_grpo --wait
-	$(BIN)/python -m experiments sweep experiments/grids/std_ablation.yaml executor=local out=runs/std_ablation --wait
+	$(BIN)/python -m experiments warmstart
+	$(BIN)/python -m experiments sweep experiments/grids/ppo_vs_grpo.yaml executor=local local.parallel=$(DEMO_PARALLEL) out=runs/ppo_vs_grpo
+	$(BIN)/python -m experiments sweep experiments/grids/std_ablation.yaml executor=local local.parallel=$(DEMO_PARALLEL) out=runs/std_ablation
+	$(BIN)/python -m experiments sweep experiments/grids/memory.yaml executor=local local.parallel=1 out=runs/memory rollouts_per_step=64 steps=2
 	$(BIN)/python -m analysis figures runs --out figures
 
 figures: setup

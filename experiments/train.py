@@ -179,7 +179,7 @@ def resolve_policy_dir(cfg: TrainConfig, task) -> tuple[Path, dict]:
     low, high = (float(v) for v in model.warmstart_band.split(","))
     path = Path(warmstart(
         task, model.name, cache_dir=cfg.cache_dir, steps=model.warmstart_steps,
-        lr=model.warmstart_lr, seed=model.init_seed, target_band=(low, high),
+        lr=model.warmstart_lr, seed=0, init_seed=model.init_seed, target_band=(low, high),
     ))
     info_file = path / "warmstart.json"
     return path, (json.loads(info_file.read_text()) if info_file.exists() else {})
@@ -195,7 +195,7 @@ def build_rollout(cfg: TrainConfig, policy, tokenizer, policy_dir: Path):
     return make_rollout(
         "vllm", model_dir=policy_dir, gpu_memory_utilization=rollout.vllm_gpu_memory_utilization,
         max_model_len=rollout.vllm_max_model_len, seed=cfg.seed, sleep=rollout.vllm_sleep,
-        kv_cache_gib=rollout.vllm_kv_cache_gib,
+        kv_cache_gib=rollout.vllm_kv_cache_gib, dtype=cfg.model.dtype,
     )
 
 
