@@ -162,10 +162,9 @@ def load_config(overrides: list[str]) -> TrainConfig:
 
 
 def finalize(cfg: TrainConfig) -> TrainConfig:
-    """Fill derived defaults (name, out, Dr.GRPO's L) and check cross-section constraints."""
+    """Fill derived defaults (name, out, cache_dir) and check cross-section constraints."""
     cfg.task.validate()
-    if cfg.algo.aggregation == "seq_mean_token_sum_norm" and cfg.algo.norm_len is None:
-        cfg.algo = cfg.algo.replace(norm_len=cfg.rollout.max_new_tokens)
+    # algo.norm_len=None (Dr.GRPO's L) means rollout.max_new_tokens: the loop passes it to the loss.
     if cfg.algo.soft_punish and cfg.algo.overlong_cache_len > cfg.rollout.max_new_tokens:
         raise ValueError(
             f"algo.overlong_cache_len={cfg.algo.overlong_cache_len} exceeds rollout.max_new_tokens="

@@ -12,9 +12,11 @@ def test_defaults_and_overrides():
     assert cfg.name == "grpo-arithmetic-tiny-s0" and cfg.out.endswith("runs/grpo-arithmetic-tiny-s0")
 
 
-def test_dr_grpo_gets_generation_budget_as_L():
+def test_dr_grpo_L_is_the_generation_budget_unless_set():
+    # norm_len stays None in the config (so it is not a knob that differs between runs); the loop
+    # passes rollout.max_new_tokens to the loss as L.
     cfg = load_config(["algo=dr_grpo", "rollout.max_new_tokens=9"])
-    assert cfg.algo.norm_len == 9
+    assert cfg.algo.norm_len is None and cfg.rollout.max_new_tokens == 9
     assert load_config(["algo=dr_grpo", "algo.norm_len=4"]).algo.norm_len == 4
 
 
