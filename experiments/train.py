@@ -392,7 +392,9 @@ class Trainer:
                 values = self.critic.values(
                     rollouts.input_ids.to(self.device), rollouts.attention_mask.to(self.device), mask.shape[1]
                 ) * mask
-        kl_reward = kl_estimate(old_logp, ref_logp, "k1") if ref_logp is not None else None
+        kl_reward = None  # per-token k1 in the reward: only PPO/InstructGPT-style placement
+        if ref_logp is not None and algo.kl_placement == "reward":
+            kl_reward = kl_estimate(old_logp, ref_logp, "k1")
         rewards = batch.rewards.to(self.device)
         advantages, returns = compute_advantages(rewards, mask, algo, values=values, kl_per_token=kl_reward)
         per_rollout_adv = masked_mean(advantages, mask, dim=1)  # (B,)

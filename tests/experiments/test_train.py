@@ -156,3 +156,12 @@ def test_nonfinite_loss_stops_with_clear_failed_status(tmp_path, warm_tiny):
     status = json.loads((out / "status.json").read_text())
     assert status["state"] == "failed"
     assert "2 consecutive updates had a non-finite" in status["error"] and "Lower lr" in status["error"]
+
+
+def test_ppo_with_kl_in_the_reward_runs(tmp_path):
+    # InstructGPT placement: -beta * k1 per token in the reward, credited by GAE.
+    out = tmp_path / "run"
+    run_cli("train", "algo=ppo", "algo.kl_placement=reward", "steps=2", f"out={out}", *FAST)
+    last = rows(out)[-1]
+    assert last["kl_ref_mean"] is not None and last["value_loss"] is not None
+    assert yaml.safe_load((out / "config.yaml").read_text())["algo"]["kl_placement"] == "reward"
