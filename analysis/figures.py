@@ -25,6 +25,7 @@ the loaded runs cannot support raises `SkipFigure` with a message naming the run
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -142,10 +143,66 @@ def _setting_sort_key(setting: tuple[str, str]) -> tuple:
     return (task, SIZE_ORDER.index(model) if model in SIZE_ORDER else len(SIZE_ORDER), model)
 
 
+_LEGEND_IN_PER_CHAR = 0.075  # legend text width per character at the paper context's legend font
+_LEGEND_HANDLE_IN = 0.5      # handle, gap and column spacing per legend column
+_LEGEND_IN_PER_LINE = 0.19   # height of one legend text line
+_TITLE_IN_PER_CHAR = 0.075   # bold panel-title width per character
+
+
 def _legend_columns(labels: Sequence[str], width_in: float) -> int:
     """As many legend columns as fit the figure width (about 0.075 in per character + handle)."""
     longest = max((len(str(label)) for label in labels), default=1)
-    return max(1, min(len(labels), int(width_in / (0.075 * longest + 0.5))))
+    return max(1, min(len(labels), int(width_in / (_LEGEND_IN_PER_CHAR * longest + _LEGEND_HANDLE_IN))))
+
+
+def _label_pieces(word: str) -> list[str]:
+    """A word split after each "=", the places a long variant label may break
+    ("aggregation=seq_mean_token_sum_norm" -> "aggregation=", "seq_mean_token_sum_norm")."""
+    return re.findall(r"[^=]*=|[^=]+", word) or [word]
+
+
+def _wrap_label(label: str, chars: int) -> str:
+    """`label` on lines of at most `chars` characters, broken at spaces and, inside a word longer
+    than a line, after an "=" (a piece longer than a line stays whole)."""
+    tokens: list[tuple[str, str]] = []  # (text, separator before it)
+    for word in str(label).split():
+        parts = _label_pieces(word) if len(word) > chars else [word]
+        tokens += [(part, "" if j else " ") for j, part in enumerate(parts)]
+    lines: list[str] = []
+    for text, sep in tokens:
+        if lines and len(lines[-1]) + len(sep) + len(text) <= chars:
+            lines[-1] += sep + text
+        else:
+            lines.append(text)
+    return "\n".join(lines)
+
+
+def _legend_layout(labels: Sequence[str], width_in: float, *, max_ncol: int = 4) -> tuple[int, list[str], int]:
+    """Columns, labels wrapped to fit a column, and the text lines of the tallest column, for a
+    legend of `labels` spanning `width_in` inches (filled row by row, see _row_major).
+
+    Long variant labels ("grpo aggregation=seq_mean_token_sum_norm norm_len=8 scale=none") would
+    give a one-column legend as tall as the panels; wrapping them lets two or more columns fit.
+    Picks the layout with the fewest lines in its tallest column plus half a line per extra line
+    that wrapping adds (a legend of few, long entries reads better than one of many, chopped
+    ones), then the most columns."""
+    labels = [str(label) for label in labels]
+    if not labels:
+        return 1, [], 0
+    longest_piece = max(len(piece) for label in labels for word in label.split() for piece in _label_pieces(word))
+    best: tuple[tuple[int, int, int], int, list[str], int] | None = None
+    for ncol in range(1, min(len(labels), max_ncol) + 1):
+        chars = int((width_in / ncol - _LEGEND_HANDLE_IN) / _LEGEND_IN_PER_CHAR)
+        if ncol > 1 and chars < max(longest_piece, 16):
+            break
+        wrapped = [_wrap_label(label, max(chars, longest_piece)) for label in labels]
+        lines = [w.count("\n") + 1 for w in wrapped]
+        tallest = max(sum(lines[c::ncol]) for c in range(ncol))  # entry i sits in column i % ncol
+        key = (tallest + 0.5 * (sum(lines) - len(lines)), -ncol)  # each wrapped line counts half a row
+        if best is None or key < best[0]:
+            best = (key, ncol, wrapped, tallest)
+    _, ncol, wrapped, tallest = best
+    return ncol, wrapped, tallest
 
 
 def _row_major(items: Sequence, ncol: int) -> list:
@@ -245,6 +302,9 @@ def _curve_grid(data: pd.DataFrame, panels: Sequence[tuple[str, str, str]], pale
     transpose = n_cols == 1 and n_rows > 1
     if transpose:
         n_rows, n_cols = 1, n_rows
+    if len(settings) > 1:  # two-line titles: make each panel wide enough for "task … · model …"
+        longest_title = max(len(_setting_title(*setting)) for setting in settings)
+        panel_width = max(panel_width, _TITLE_IN_PER_CHAR * longest_title + 0.9)
     width = max(3.4, panel_width * n_cols)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(width, 2.4 * n_rows), squeeze=False,
                              sharex="row" if not transpose else False)
@@ -289,15 +349,15 @@ def _finish(fig: plt.Figure, title: str, handles: dict[str, object], *, legend_t
     wrapped = textwrap.fill(title, int((width + right_in) * 72 / (_RC["font.size"] * 0.56)))
     top_in = 0.08 + 0.17 * wrapped.count("\n")
     if handles and not beside:
-        ncol = _legend_columns(list(handles), width)
-        legend_in = 0.1 + 0.2 * -(-len(handles) // ncol) + (0.2 if legend_title else 0.0)
+        ncol, names, n_lines = _legend_layout(list(handles), width)
+        legend_in = 0.12 + _LEGEND_IN_PER_LINE * n_lines + (0.2 if legend_title else 0.0)
     total_w, total_h = width + right_in, height + top_in + legend_in + note_in
     fig.set_size_inches(total_w, total_h)
     if beside:
         fig.legend(list(handles.values()), list(handles.keys()), loc="center left", title=legend_title,
                    bbox_to_anchor=(width / total_w, (note_in + height / 2) / total_h))
     elif handles:
-        fig.legend(_row_major(list(handles.values()), ncol), _row_major(list(handles.keys()), ncol),
+        fig.legend(_row_major(list(handles.values()), ncol), _row_major(names, ncol),
                    loc="lower center", ncol=ncol, bbox_to_anchor=(0.5, note_in / total_h), title=legend_title)
     if note:
         fig.text(0.5, 0.01, note, ha="center", va="bottom", fontsize=7.5, color="0.3")
@@ -378,7 +438,8 @@ def fig_memory(runs: pd.DataFrame, out_dir: str | Path, *, palette: dict[str, st
             ax.set_title(f"model {size} (weights {_fmt_bytes(params.get(size, np.nan))})")
             ax.grid(axis="x", visible=False)
         handles = {a: Patch(color=palette.get(a, "#333333")) for a in all_algos}
-        handles.update({f"held: {q}": Patch(facecolor="0.6", hatch=h, edgecolor="white") for q, h in hatches.items()})
+        # held swatches: outlined white, not grey, so they are not read as a grey variant's colour
+        handles.update({f"held: {q}": Patch(facecolor="white", hatch=h, edgecolor="0.35", lw=0.6) for q, h in hatches.items()})
         _finish(fig, "Peak memory by training phase (max over steps, mean over seeds)", handles, legend_title=None,
                 note="held = bytes of parameters + gradients + optimizer states (all models). "
                      "No bar: the runs logged no such phase (the critic is PPO's only).")
@@ -428,6 +489,11 @@ def _success_bins(rates: np.ndarray) -> tuple[np.ndarray, list[str]]:
     edges = np.linspace(0, 1, 11)
     edges[0], edges[-1] = -np.inf, np.inf
     return edges, [f"{a:.1f}–{b:.1f}" for a, b in zip(np.linspace(0, 0.9, 10), np.linspace(0.1, 1, 10))]
+
+
+def _short_rate_label(label: str) -> str:
+    """A success-rate bin label for a crowded axis: "0.125" -> ".125", "0.1–0.2" -> ".1–.2"."""
+    return re.sub(r"(?<![\d.])0\.(?=\d)", ".", str(label))
 
 
 def fig_std_norm(runs: pd.DataFrame, groups: pd.DataFrame, out_dir: str | Path, *,
@@ -498,52 +564,81 @@ def fig_std_norm(runs: pd.DataFrame, groups: pd.DataFrame, out_dir: str | Path, 
 
     k_colors = dict(zip(all_ks, sns.color_palette("mako", len(all_ks) + 2).as_hex()[1:-1][::-1]))
     k_styles = dict(zip(all_ks, [":", "--", "-", "-."] * len(all_ks)))
+    shares = data[data.panel == "weight_share"]
+    b_handles: dict[str, Patch] = {}
+    if not shares.empty:
+        hue_order = [a for a in algo_order(shares.algo.unique()) if a != "groups (count share)"]
+        hue_order.append("groups (count share)")
+        colors = {**(palette or algo_palette(hue_order[:-1])), "groups (count share)": "#bbbbbb"}
+        b_names = {}
+        for algo in hue_order:
+            scale = shares.loc[shares.algo == algo, "algo.scale"].dropna()
+            scale = scale.iloc[0] if len(scale) else ""
+            b_names[algo] = f"{algo} (scale={scale})" if scale and f"scale={scale}" not in algo else algo
+            b_handles[b_names[algo]] = Patch(color=colors.get(algo, "#333333"))
+    # Panels side by side, each legend in its own row below its panel (panel (b)'s names are
+    # long variant labels: wrapped, in as many columns as fit), so neither legend covers data.
+    width_a, width_b, panel_h = 2.9, 4.5, 2.6
+    a_labels = [f"theory K={k}" for k in all_ks] + ["measured groups", "measured mean"]
+    a_ncol, a_names, a_lines = _legend_layout(a_labels, width_a, max_ncol=2)
+    b_ncol, b_wrapped, b_lines = _legend_layout(list(b_handles), width_b)
+    legend_h = 0.15 + _LEGEND_IN_PER_LINE * max(a_lines, b_lines, 1)
     with plt.rc_context(_RC):
-        fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(8.6, 2.9), gridspec_kw={"width_ratios": [1, 1.3]})
+        fig = plt.figure(figsize=(width_a + width_b, panel_h + 0.45 + legend_h))
+        grid = fig.add_gridspec(2, 2, width_ratios=[width_a, width_b], height_ratios=[panel_h, legend_h])
+        ax_a, ax_b = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
+        a_handles = []
         for k in all_ks:
             p = np.linspace(1 / k, 1 - 1 / k, 200)
-            ax_a.plot(p, theory_std_gain(p, k, eps), color=k_colors[k], lw=1.4, ls=k_styles[k], label=f"theory K={k}")
+            ax_a.plot(p, theory_std_gain(p, k, eps), color=k_colors[k], lw=1.4, ls=k_styles[k])
             t = data[(data.panel == "theory") & (data.K == k)]
             ax_a.plot(t.success_rate, t.gain, "o", color=k_colors[k], ms=3.5, mfc="white")
+            a_handles.append(Line2D([], [], color=k_colors[k], lw=1.4, ls=k_styles[k], marker="o", ms=3.5,
+                                    mfc="white"))
         raw = measured.sample(min(len(measured), 5000), random_state=0) if len(measured) > 5000 else measured
         ax_a.scatter(raw["success_rate"], raw["std_gain"], s=6, c=[k_colors.get(int(k), "0.5") for k in raw["algo.group_size"]],
-                     alpha=0.25, lw=0, label="measured groups")
+                     alpha=0.25, lw=0)
         md = data[data.panel == "measured"]
-        ax_a.scatter(md.success_rate, md.gain, s=28, marker="x", color="0.15", lw=1.1, zorder=5,
-                     label="measured mean")
-        ax_a.set_xlim(0, 1)
+        ax_a.scatter(md.success_rate, md.gain, s=28, marker="x", color="0.15", lw=1.1, zorder=5)
+        a_handles += [Line2D([], [], ls="", marker="o", ms=3, color="0.5", alpha=0.5),
+                      Line2D([], [], ls="", marker="x", ms=5, mew=1.1, color="0.15")]
+        ax_a.set_xlim(-0.03, 1.03)  # markers at p = 0 or 1 stay whole
         top = max(float(data.loc[data.panel != "weight_share", "gain"].max()), 1.0)
-        ax_a.set_ylim(0, top * 1.45)  # room for the legend above the curves
-        ax_a.set_xlabel("group success rate p (fraction correct)")
+        ax_a.set_ylim(0, top * 1.08)
+        ax_a.set_xlabel("group success rate p")
         ax_a.set_ylabel("gain 1 / (std + ε)")
-        ax_a.set_title("(a) std-normalization gain")
-        ax_a.legend(loc="upper center", fontsize=7, ncol=2)
+        ax_a.set_title("(a) std-normalization gain", loc="left")
 
-        shares = data[data.panel == "weight_share"]
         if shares.empty:
             ax_b.text(0.5, 0.5, "no runs with a group baseline\nand algo.scale group_std / none",
                       ha="center", va="center", transform=ax_b.transAxes, color="0.4")
         else:
-            hue_order = [a for a in algo_order(shares.algo.unique()) if a != "groups (count share)"]
-            hue_order.append("groups (count share)")
-            colors = {**(palette or algo_palette(hue_order[:-1])), "groups (count share)": "#bbbbbb"}
             bins = list(dict.fromkeys(shares["bin"]))
-            width = 0.8 / len(hue_order)
+            width = 0.84 / len(hue_order)
             for i, algo in enumerate(hue_order):
                 d = shares[shares.algo == algo].set_index("bin").reindex(bins)
-                x = np.arange(len(bins)) - 0.4 + width * (i + 0.5)
-                scale = d["algo.scale"].dropna().iloc[0] if d["algo.scale"].notna().any() else ""
-                name = f"{algo} (scale={scale})" if scale and f"scale={scale}" not in algo else algo
-                ax_b.bar(x, d["mean"], width, color=colors.get(algo, "#333333"), label=name,
-                         yerr=[d["mean"] - d["low"], d["high"] - d["mean"]], error_kw={"lw": 0.7, "capsize": 1.5})
+                x = np.arange(len(bins)) - 0.42 + width * (i + 0.5)
+                ax_b.bar(x, d["mean"], width, color=colors.get(algo, "#333333"), label=b_names[algo],
+                         yerr=[d["mean"] - d["low"], d["high"] - d["mean"]],
+                         error_kw={"lw": 0.6, "capsize": 1.0, "ecolor": "0.25"})
             ax_b.set_xticks(np.arange(len(bins)))
-            ax_b.set_xticklabels(bins, rotation=45 if len(bins) > 8 else 0)
-            ax_b.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-            ax_b.set_ylim(0, max(0.05, float(np.nanmax(shares["high"]))) * 1.08)
+            ax_b.set_xticklabels([_short_rate_label(b) for b in bins])
+            ax_b.set_xlim(-0.5, len(bins) - 0.5)
+            ax_b.set_ylim(0, max(0.05, float(np.nanmax(shares["high"]))) * 1.05)
+            for sep in np.arange(len(bins) - 1) + 0.5:  # faint separators between success-rate bins
+                ax_b.axvline(sep, color="0.9", lw=0.6, zorder=0)
         ax_b.set_xlabel("group success rate (bin)")
         ax_b.set_ylabel("share of Σ|A| (fraction)")
-        ax_b.set_title("(b) gradient weight by success rate")
+        ax_b.set_title("(b) gradient weight by success rate", loc="left")
         ax_b.grid(axis="x", visible=False)
+        for cell, handles, names, ncol in ((grid[1, 0], a_handles, a_names, a_ncol),
+                                           (grid[1, 1], list(b_handles.values()), b_wrapped, b_ncol)):
+            if not handles:
+                continue
+            ax_leg = fig.add_subplot(cell)
+            ax_leg.axis("off")
+            ax_leg.legend(_row_major(handles, ncol), _row_major(names, ncol), ncol=ncol, loc="upper center",
+                          bbox_to_anchor=(0.5, 1.0), borderaxespad=0.0, columnspacing=1.0, handlelength=1.6)
         _finish(fig, "Std-normalization amplifies near-unanimous groups (0/1 rewards, unbiased std)", {})
         return _save(fig, out_dir, "fig3_std_norm", data)
 

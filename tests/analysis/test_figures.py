@@ -339,3 +339,20 @@ def test_cli_draws_every_figure(runs_dir, tmp_path, capsys):
     assert (tmp_path / "summary.md").exists()
     assert main(["runs", str(runs_dir)]) == 0
     assert "grpo scale=none" in capsys.readouterr().out
+
+
+def test_long_variant_labels_wrap_at_spaces_and_equals_into_columns():
+    from analysis.figures import _legend_layout, _short_rate_label, _wrap_label
+    assert _wrap_label("grpo aggregation=seq_mean_token_sum_norm norm_len=8", 24) == (
+        "grpo aggregation=\nseq_mean_token_sum_norm\nnorm_len=8")
+    assert _wrap_label("grpo scale=none", 24) == "grpo scale=none"
+    labels = ["ppo", "grpo", "grpo aggregation=seq_mean_token_sum_norm norm_len=8",
+              "grpo aggregation=seq_mean_token_sum_norm norm_len=8 scale=none", "grpo scale=none", "dr_grpo", "dapo"]
+    ncol, wrapped, tallest = _legend_layout(labels, 7.0)
+    # 2 columns of (7/2 - 0.5)/0.075 = 40 characters: the two long labels take 2 lines each;
+    # column 0 holds entries 0, 2, 4, 6 -> 1 + 2 + 1 + 1 = 5 lines
+    assert (ncol, tallest) == (2, 5)
+    assert all(len(line) <= 40 for w in wrapped for line in w.split("\n"))
+    assert [w.replace("\n", " ") for w in wrapped] == labels  # nothing lost, only line breaks added
+    assert _legend_layout(["ppo", "grpo"], 7.0) == (2, ["ppo", "grpo"], 1)
+    assert [_short_rate_label(b) for b in ["0", "0.125", "1", "0.1–0.2"]] == ["0", ".125", "1", ".1–.2"]
