@@ -515,6 +515,12 @@ def fig_std_norm(runs: pd.DataFrame, groups: pd.DataFrame, out_dir: str | Path, 
     _require_columns(groups, ["algo.group_size", "algo.scale", "success_rate", "std_gain", "adv_abs_mean"])
     records = []
     measured = groups[np.isfinite(groups["std_gain"].to_numpy(dtype=float))]
+    if "reward_mean" in measured:
+        # The theory is for 0/1 rewards, where a group's mean reward is its success rate; shaped
+        # rewards (DAPO's overlong penalty, a format reward) fall outside it.
+        binary = np.isclose(measured["reward_mean"].to_numpy(dtype=float),
+                            measured["success_rate"].to_numpy(dtype=float))
+        measured = measured[binary]
     all_ks = sorted(set(int(k) for k in ks) | set(int(k) for k in measured["algo.group_size"].dropna().unique()
                                                   if int(k) >= 2))
     for k in all_ks:
