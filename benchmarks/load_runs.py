@@ -1,13 +1,21 @@
-"""Time `analysis.load_runs` on a synthetic sweep: cold (no parquet cache) and warm (cached).
+"""Time `analysis.load_runs` on a synthetic sweep: cold (no analysis cache) and warm (cached).
 
     python benchmarks/load_runs.py                      # 1,000 runs x 100 steps in a temp folder
     python benchmarks/load_runs.py --runs 200 --steps 500 --groups --keep /tmp/sweep
+    git worktree add --detach /tmp/base HEAD~3          # compare against an older version:
+    python benchmarks/load_runs.py --baseline /tmp/base # same folder, timings interleaved
 
 Each timing runs in a fresh Python process, as `python -m analysis figures` would, and measures
-the load_runs (or load_groups) call only — not the import of pandas/pyarrow. The run folders
+the load_runs (or load_groups) call only — not the import of pandas/pyarrow — in wall-clock
+seconds and in CPU seconds (user + system) of that process, which a busy machine inflates less. The run folders
 follow docs/DESIGN.md: nested config.yaml, every metric key on every row, eval_accuracy every
 10th step, status.json; five algorithm labels (ppo, grpo, grpo scale=none, dr_grpo, dapo) so the
 labelling path that consults `algos.PRESETS` (and imports torch) is part of the cost.
+
+"Cold" means no analysis caches in the run folders (the OS page cache still holds the files: the jsonl parse,
+YAML parse and cache writes are what is timed). With `--baseline`, the two checkouts take turns
+on the same folder, so a machine loaded by other work slows both alike: compare the ratios. Every
+cold timing starts from a folder with no caches of either version (`clear_cache`).
 """
 from __future__ import annotations
 
@@ -70,23 +78,54 @@ def build(root: Path, n_runs: int, n_steps: int, *, groups: bool, seed: int = 0)
                                                      "job_id": None, "host": "bench", "pid": 1}))
 
 
-def timed_load(root: Path, function: str) -> tuple[float, float, int]:
-    """One `analysis.<function>(root)` call in a fresh process: (seconds of the call, seconds of
-    the one-off `import algos` (torch) done before it, rows returned). The labels need the
-    presets of `algos` whenever a knob varies within a preset; `python -m analysis figures`
-    imports it anyway for fig8, so it is reported apart."""
-    code = (f"import time, analysis; t = time.perf_counter(); import algos; i = time.perf_counter() - t; "
-            f"t = time.perf_counter(); df = analysis.{function}({str(root)!r}); "
-            "print(time.perf_counter() - t, i, len(df))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO,
-                         env={**os.environ, "PYTHONPATH": str(REPO)})
-    seconds, import_s, rows = out.stdout.split()
-    return float(seconds), float(import_s), int(rows)
+def timed_load(root: Path, function: str, repo: Path = REPO) -> tuple[float, float, float, int]:
+    """One `analysis.<function>(root)` call in a fresh process with `repo` first on the path:
+    (wall seconds of the call, CPU seconds of it (user + system), seconds of the one-off
+    `import algos` (torch) done before it, rows returned). The labels need the presets of
+    `algos` whenever a knob varies within a preset; `python -m analysis figures` imports it
+    anyway for fig8, so it is reported apart."""
+    code = (f"import os, time, analysis; t = time.perf_counter(); import algos; i = time.perf_counter() - t; "
+            f"c = os.times(); t = time.perf_counter(); df = analysis.{function}({str(root)!r}); "
+            "w = time.perf_counter() - t; d = os.times(); "
+            "print(w, d.user - c.user + d.system - c.system, i, len(df))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo,
+                         env={**os.environ, "PYTHONPATH": str(repo)})
+    if out.returncode != 0:
+        raise RuntimeError(f"load in {repo} failed:\n{out.stderr[-3000:]}")
+    seconds, cpu_s, import_s, rows = out.stdout.split()[-4:]
+    return float(seconds), float(cpu_s), float(import_s), int(rows)
 
 
 def clear_cache(root: Path) -> None:
+    """Delete every analysis cache under `root`: RUN/.*.cache.arrow, and RUN/.cache/ of older versions."""
+    for cache in root.rglob(".*.cache.arrow"):
+        cache.unlink()
     for cache in root.rglob(".cache"):
         shutil.rmtree(cache)
+
+
+def measure(root: Path, function: str, repos: dict[str, Path], rounds: int) -> dict[str, dict[str, list[float]]]:
+    """Wall and CPU seconds of cold and warm loads per checkout, the checkouts taking turns
+    `rounds` times."""
+    times = {name: {"cold": [], "cold_cpu": [], "warm": [], "warm_cpu": [], "import": []} for name in repos}
+    rows: dict[str, int] = {}
+    for _ in range(rounds):
+        for name, repo in repos.items():
+            clear_cache(root)
+            seconds, cpu_s, import_s, rows[name] = timed_load(root, function, repo)
+            times[name]["cold"].append(seconds)
+            times[name]["cold_cpu"].append(cpu_s)
+            times[name]["import"].append(import_s)
+    for repo in repos.values():
+        timed_load(root, function, repo)  # fill every checkout's cache
+    for _ in range(rounds):
+        for name, repo in repos.items():
+            seconds, cpu_s, _, _ = timed_load(root, function, repo)
+            times[name]["warm"].append(seconds)
+            times[name]["warm_cpu"].append(cpu_s)
+    if len(set(rows.values())) > 1:
+        raise RuntimeError(f"the checkouts loaded different row counts: {rows}")
+    return times
 
 
 def main() -> int:
@@ -94,9 +133,18 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--groups", action="store_true", help="also write groups.jsonl (8 groups/step), time load_groups")
-    parser.add_argument("--repeats", type=int, default=3, help="warm loads to time (the best is reported)")
+    parser.add_argument("--rounds", type=int, default=3, help="cold and warm loads to time per checkout (medians reported)")
     parser.add_argument("--keep", type=Path, help="build the sweep here and keep it (default: a temp folder)")
+    parser.add_argument("--baseline", type=Path,
+                        help="another checkout of this repository (e.g. a git worktree of an older commit) to time "
+                             "on the same folder, interleaved with this one")
     args = parser.parse_args()
+    repos = {"this": REPO}
+    if args.baseline is not None:
+        if not (args.baseline / "analysis" / "load.py").exists():
+            parser.error(f"--baseline {args.baseline}: no analysis/load.py there; pass a checkout of this repository, "
+                         "e.g. made with `git worktree add --detach /tmp/base HEAD~1`")
+        repos = {"baseline": args.baseline.resolve(), **repos}
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench_load_runs_"))
     try:
@@ -104,14 +152,24 @@ def main() -> int:
             start = time.perf_counter()
             build(root, args.runs, args.steps, groups=args.groups)
             print(f"built {args.runs} runs x {args.steps} steps in {root} ({time.perf_counter() - start:.1f} s)")
+        print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
         functions = ["load_runs"] + (["load_groups"] if args.groups else [])
         for function in functions:
-            clear_cache(root)
-            cold, import_s, rows = timed_load(root, function)
-            warm = min(timed_load(root, function)[0] for _ in range(args.repeats))
-            print(f"{function}: {rows} rows; cold (parse + write cache) {cold:.2f} s; "
-                  f"warm (cached) {warm:.2f} s (best of {args.repeats}); "
-                  f"plus a one-off import of algos/torch {import_s:.1f} s")
+            times = measure(root, function, repos, args.rounds)
+            median = {name: {k: float(np.median(v)) for k, v in t.items()} for name, t in times.items()}
+            for name, t in times.items():
+                m = median[name]
+                print(f"{function} [{name}: {repos[name]}]\n"
+                      f"  cold (parse + write cache): {m['cold']:.2f} s wall, {m['cold_cpu']:.2f} s CPU "
+                      f"(wall {', '.join(f'{x:.2f}' for x in t['cold'])})\n"
+                      f"  warm (cached):              {m['warm']:.2f} s wall, {m['warm_cpu']:.2f} s CPU "
+                      f"(wall {', '.join(f'{x:.2f}' for x in t['warm'])})\n"
+                      f"  plus a one-off import of algos/torch: {m['import']:.1f} s")
+            if "baseline" in median:
+                ratio = {k: median["baseline"][k] / median["this"][k] for k in ("cold", "cold_cpu", "warm", "warm_cpu")}
+                print(f"{function}: baseline / this (medians): cold {ratio['cold']:.1f}x wall, {ratio['cold_cpu']:.1f}x CPU; "
+                      f"warm {ratio['warm']:.1f}x wall, {ratio['warm_cpu']:.1f}x CPU")
+        print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)

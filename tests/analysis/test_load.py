@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 import analysis.load as load_module
 from analysis import algo_labels, find_runs, list_runs, load_groups, load_runs
@@ -159,15 +160,46 @@ def _count_parses(monkeypatch):
     return calls
 
 
+def _count_config_parses(monkeypatch):
+    calls = []
+    real = load_module._parse_config
+
+    def counting(path):
+        calls.append(os.path.basename(os.path.dirname(path)))
+        return real(path)
+
+    monkeypatch.setattr(load_module, "_parse_config", counting)
+    return calls
+
+
 def test_second_load_reads_the_cache(tmp_path, monkeypatch):
     write_run(tmp_path, "r", metrics={"reward_mean": [0.1, 0.2]})
-    calls = _count_parses(monkeypatch)
+    calls, config_calls = _count_parses(monkeypatch), _count_config_parses(monkeypatch)
     first = load_runs(tmp_path)
-    assert calls == ["metrics.jsonl"]
-    assert (tmp_path / "r" / ".cache" / "metrics.parquet").exists()
+    assert calls == ["metrics.jsonl"] and config_calls == ["r"]
+    assert (tmp_path / "r" / ".metrics.cache.arrow").exists()
     second = load_runs(tmp_path)
-    assert calls == ["metrics.jsonl"]  # no second parse
+    assert calls == ["metrics.jsonl"] and config_calls == ["r"]  # neither the jsonl nor the YAML parsed again
     pd.testing.assert_frame_equal(first, second)
+    assert list_runs(tmp_path).seed.tolist() == [0] and config_calls == ["r"]  # listing uses the cached config
+
+
+def test_cached_and_uncached_loads_agree(tmp_path):
+    groups = group_rows(1, [[1, 0, 0, 0]]) + group_rows(2, [[1, 1, 0, 0]])
+    write_run(tmp_path, "a", metrics={"reward_mean": [0.1, None, 0.3], "grad_norm": [1.0, 2.0, 3.0]}, groups=groups)
+    write_run(tmp_path, "b", metrics={"reward_mean": [0.5]}, algo="dapo", state="running")
+    for loader in (load_runs, load_groups):
+        uncached = loader(tmp_path, cache=False)
+        pd.testing.assert_frame_equal(loader(tmp_path), uncached)  # writes the cache
+        pd.testing.assert_frame_equal(loader(tmp_path), uncached)  # reads it
+    assert (tmp_path / "a" / ".groups.cache.arrow").exists() and (tmp_path / "b" / ".groups.cache.arrow").exists()
+
+
+def test_status_is_read_afresh_when_the_data_is_cached(tmp_path):
+    run = write_run(tmp_path, "r", metrics={"reward_mean": [0.1]}, state="running")
+    assert set(load_runs(tmp_path).state) == {"running"}
+    (run / "status.json").write_text(json.dumps({"state": "failed", "step": 1, "error": "OOM"}))
+    assert set(load_runs(tmp_path).state) == {"failed"}
 
 
 def test_cache_is_invalidated_when_metrics_grow(tmp_path, monkeypatch):
@@ -182,24 +214,37 @@ def test_cache_is_invalidated_when_metrics_grow(tmp_path, monkeypatch):
     assert len(calls) == 2
 
 
-def test_cache_is_invalidated_when_config_changes(tmp_path):
-    write_run(tmp_path, "r", metrics={"reward_mean": [0.1]}, seed=1)
+def test_cache_is_invalidated_when_config_changes(tmp_path, monkeypatch):
+    run = write_run(tmp_path, "r", metrics={"reward_mean": [0.1]}, seed=1)
     assert load_runs(tmp_path).seed.tolist() == [1]
-    write_run(tmp_path, "r", metrics={"reward_mean": [0.1]}, seed=12345)  # rewritten, longer file
+    config = make_config("r", seed=12345)  # rewritten, longer file; metrics.jsonl untouched
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    calls = _count_parses(monkeypatch)
     assert load_runs(tmp_path).seed.tolist() == [12345]
+    assert list_runs(tmp_path).seed.tolist() == [12345]
+    assert calls == []  # the cached table stays valid
+
+
+def test_groups_file_appearing_later_is_read(tmp_path):
+    run = write_run(tmp_path, "r", metrics={"reward_mean": [0.1]})
+    assert load_groups(tmp_path).empty  # caches the empty table and the config
+    (run / "groups.jsonl").write_text("".join(json.dumps(g) + "\n" for g in group_rows(1, [[1, 0]])))
+    assert load_groups(tmp_path).success_rate.tolist() == [0.5]
 
 
 def test_corrupt_cache_is_rebuilt(tmp_path):
     write_run(tmp_path, "r", metrics={"reward_mean": [0.1]})
     load_runs(tmp_path)
-    (tmp_path / "r" / ".cache" / "metrics.parquet").write_bytes(b"garbage")
+    (tmp_path / "r" / ".metrics.cache.arrow").write_bytes(b"garbage")
     assert load_runs(tmp_path).reward_mean.tolist() == [0.1]
 
 
 def test_cache_false_writes_nothing(tmp_path):
     write_run(tmp_path, "r", metrics={"reward_mean": [0.1]})
     load_runs(tmp_path, cache=False)
-    assert not (tmp_path / "r" / ".cache").exists()
+    load_groups(tmp_path, cache=False)
+    list_runs(tmp_path)  # listing reads the cache when there is one, never writes it
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["config.yaml", "metrics.jsonl", "status.json"]
 
 
 # ----------------------------------------------------------------------------- algorithm labels
