@@ -2,7 +2,9 @@
 from algos import dapo, dr_grpo, grpo, ppo, rloo
 from algos.config import AlgoConfig, knob_help, knob_names, parse_knob, preset
 from algos.core import (
+    LOG_RATIO_CLAMP,
     advantage_stats,
+    clamp_kl,
     aggregate,
     clipped_surrogate,
     degenerate_groups,
@@ -23,7 +25,7 @@ PRESETS: dict[str, AlgoConfig] = {
 
 __all__ = [
     "AlgoConfig", "PRESETS", "preset", "knob_names", "knob_help", "parse_knob",
-    "group_advantages", "gae", "kl_estimate", "clipped_surrogate", "aggregate", "value_loss",
+    "group_advantages", "gae", "kl_estimate", "clamp_kl", "LOG_RATIO_CLAMP", "clipped_surrogate", "aggregate", "value_loss",
     "overlong_penalty", "degenerate_groups", "advantage_stats", "explained_variance",
     "masked_mean", "masked_whiten", "compute_advantages", "policy_loss", "shape_rewards",
 ]

@@ -51,12 +51,19 @@ class AlgoConfig:
     norm_len: int | None = _knob(None, "L of seq_mean_token_sum_norm; None: the run's rollout.max_new_tokens")
     eps_low: float = _knob(0.2, "clip range below 1 (PPO Eq. 7)")
     eps_high: float = _knob(0.2, "clip range above 1; DAPO's clip-higher uses 0.28 (DAPO §3.1)")
+    dual_clip: float | None = _knob(
+        None, "c > 1: cap the loss of A<0 tokens at c*|A| (dual-clip, Ye et al. 2020; verl: 3); None: off (every preset)"
+    )
     tis_cap: float | None = _knob(
         None, "truncated importance sampling cap C on pi_old/pi_sampler (sampler-trainer mismatch); None: off"
     )
     # -- KL to the reference
     kl_coef: float = _knob(0.04, "beta; 0 removes the reference model entirely (DeepSeekMath §4.2: 0.04)")
     kl_kind: str = _knob("k3", "k1 | k2 | k3 (DeepSeekMath Eq. 4)")
+    kl_clamp: float | None = _knob(
+        None, "bound b: clamp the per-token KL estimate to [-b, b] (verl: 10 for k3); None: off (every preset: "
+        "a clamped token gets no pull back to the reference)"
+    )
     kl_placement: str = _knob("loss", "loss (GRPO: beta*KL added to the loss) | reward (PPO/InstructGPT: -beta*k1 per token)")
     # -- data
     filter_groups: bool = _knob(False, "DAPO dynamic sampling: drop degenerate groups, draw more prompts (DAPO §3.2)")
@@ -117,6 +124,10 @@ def validate(cfg: AlgoConfig) -> None:
         raise ValueError(f"algo.norm_len must be >= 1 or None (= max_new_tokens), got {cfg.norm_len}")
     if cfg.tis_cap is not None and cfg.tis_cap <= 0:
         raise ValueError(f"algo.tis_cap must be > 0 or None (off), got {cfg.tis_cap}")
+    if cfg.dual_clip is not None and not cfg.dual_clip > 1:
+        raise ValueError(f"algo.dual_clip must be > 1 (e.g. 3, verl's default) or None (off), got {cfg.dual_clip}")
+    if cfg.kl_clamp is not None and not cfg.kl_clamp > 0:
+        raise ValueError(f"algo.kl_clamp must be > 0 (e.g. 10, verl's bound on k3) or None (off), got {cfg.kl_clamp}")
 
     group_baseline = cfg.baseline in ("group", "leave_one_out")
     if group_baseline and cfg.group_size < 2:

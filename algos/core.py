@@ -19,6 +19,9 @@ BASELINES = ("critic", "group", "leave_one_out")
 GROUP_SCALES = ("group_std", "batch_std", "none")
 AGGREGATIONS = ("seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm")
 KL_KINDS = ("k1", "k2", "k3")
+# Log ratios (and the KL's delta) are clamped to +-LOG_RATIO_CLAMP before exp: exp(20) ~ 4.9e8 is
+# finite in fp32 and bf16, and a token that far off has no useful gradient (verl clamps at 20 too).
+LOG_RATIO_CLAMP = 20.0
 
 
 def _check_choice(value: str, valid: tuple[str, ...], what: str) -> None:
@@ -150,7 +153,7 @@ def kl_estimate(logp: Tensor, ref_logp: Tensor, kind: str = "k3") -> Tensor:
         k1 = -delta                  unbiased, can be negative
         k2 = delta^2 / 2             biased, >= 0
         k3 = exp(delta) - delta - 1  unbiased, >= 0 (DeepSeekMath's choice)
-    delta is clamped to [-20, 20] before exp so a far-off token can't overflow.
+    delta is clamped to [-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP] before exp so a far-off token can't overflow.
 
     logp, ref_logp (B, T) -> (B, T)
     """
@@ -160,8 +163,22 @@ def kl_estimate(logp: Tensor, ref_logp: Tensor, kind: str = "k3") -> Tensor:
         return -delta
     if kind == "k2":
         return 0.5 * delta**2
-    delta = delta.clamp(-20.0, 20.0)
+    delta = delta.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
     return torch.exp(delta) - delta - 1.0
+
+
+def clamp_kl(kl: Tensor, bound: float | None) -> tuple[Tensor, Tensor]:
+    """A per-token KL estimate clamped to [-bound, bound] (verl clamps k3 to [-10, 10]); None: unchanged.
+
+    Outside the bound the gradient is 0: a token that far from the reference stops being pulled
+    back, which is why every preset leaves this off. kl (B, T) -> (clamped (B, T), clamped-token
+    indicator (B, T) float).
+    """
+    if bound is None:
+        return kl, torch.zeros_like(kl)
+    if bound <= 0:
+        raise ValueError(f"kl clamp bound must be > 0 or None, got {bound}")
+    return kl.clamp(-bound, bound), (kl.abs() > bound).float().detach()
 
 
 def clipped_surrogate(
@@ -171,31 +188,48 @@ def clipped_surrogate(
     *,
     eps_low: float = 0.2,
     eps_high: float = 0.2,
+    dual_clip: float | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """PPO's clipped surrogate per token (Schulman et al. 2017, Eq. 7; DAPO §3.1 clip-higher).
+    """PPO's clipped surrogate per token (Schulman et al. 2017, Eq. 7; DAPO §3.1 clip-higher),
+    optionally dual-clipped (Ye et al. 2020, "Mastering Complex Control in MOBA Games", Eq. 5).
 
-        ratio = exp(logp - old_logp)
+        ratio = exp(clamp(logp - old_logp, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))
         l_t   = -min(ratio * A, clip(ratio, 1 - eps_low, 1 + eps_high) * A)
+        dual_clip = c > 1, where A < 0:  l_t = min(l_t, -c * A)
+
+    For A < 0 the clipped surrogate alone grows without bound in the ratio; dual-clip caps that
+    token's loss at c*|A| (and its gradient at 0). The log-ratio clamp keeps exp finite for a
+    token the sampler and trainer disagree on wildly (its gradient is 0 outside the clamp).
 
     logp, old_logp (B, T); advantages (B,) (broadcast to every token) or (B, T).
     Returns per-token loss (B, T) and stats, each (B, T) float, ready for a masked mean:
         clip_low:  1 where the low side is active  (A < 0 and ratio < 1 - eps_low): no gradient
         clip_high: 1 where the high side is active (A > 0 and ratio > 1 + eps_high): no gradient
+        clip_dual: 1 where the dual-clip cap is active (A < 0 and ratio > c): no gradient
         ratio:     the importance ratio
     """
     if eps_low < 0 or eps_high < 0:
         raise ValueError(f"clip ranges must be >= 0, got eps_low={eps_low}, eps_high={eps_high}")
+    if dual_clip is not None and dual_clip <= 1:
+        raise ValueError(f"dual_clip must be > 1 (the cap is c*|A| for ratios above c) or None, got {dual_clip}")
     if advantages.dim() == 1:
         advantages = advantages[:, None].expand_as(logp)  # (B,) -> (B, T)
     advantages = advantages.detach()
-    ratio = torch.exp(logp - old_logp)
+    ratio = torch.exp((logp - old_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))
     unclipped = ratio * advantages
     clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high) * advantages
     per_token_loss = -torch.min(unclipped, clipped)
+    clip_dual = torch.zeros_like(per_token_loss)
+    if dual_clip is not None:
+        cap = -dual_clip * advantages  # (B, T), positive where A < 0
+        capped = (advantages < 0) & (per_token_loss > cap)
+        per_token_loss = torch.where(capped, cap, per_token_loss)
+        clip_dual = capped.float().detach()
     with torch.no_grad():
         clip_low = ((advantages < 0) & (ratio < 1.0 - eps_low)).float()
         clip_high = ((advantages > 0) & (ratio > 1.0 + eps_high)).float()
-    return per_token_loss, {"clip_low": clip_low, "clip_high": clip_high, "ratio": ratio.detach()}
+    return per_token_loss, {"clip_low": clip_low, "clip_high": clip_high, "clip_dual": clip_dual,
+                            "ratio": ratio.detach()}
 
 
 def aggregate(

@@ -15,6 +15,8 @@ from torch import Tensor
 from algos.config import AlgoConfig
 from algos.core import (
     aggregate,
+    LOG_RATIO_CLAMP,
+    clamp_kl,
     clipped_surrogate,
     gae,
     group_advantages,
@@ -59,6 +61,7 @@ def compute_advantages(
         if cfg.kl_placement == "reward" and cfg.kl_coef > 0:
             if kl_per_token is None:
                 raise ValueError("kl_placement='reward' needs kl_per_token (k1 of policy vs reference)")
+            kl_per_token = clamp_kl(kl_per_token, cfg.kl_clamp)[0]
             token_rewards = token_rewards - cfg.kl_coef * kl_per_token * mask
         advantages, returns = gae(token_rewards, values, mask, gamma=cfg.gamma, lam=cfg.lam)
     else:
@@ -83,7 +86,7 @@ def policy_loss(batch: dict[str, Tensor], cfg: AlgoConfig) -> tuple[Tensor, dict
         truncated (B,) bool   needed when mask_truncated
         max_len int           L for seq_mean_token_sum_norm when cfg.norm_len is None
     Returns the scalar loss and float metrics (pg_loss, kl_loss, clip_frac_low, clip_frac_high,
-    ratio_mean, tis_weight_mean).
+    clip_frac_dual (None without dual_clip), ratio_mean, tis_weight_mean, kl_clamp_frac).
     """
     mask = batch["response_mask"].float()
     if cfg.mask_truncated:
@@ -92,14 +95,16 @@ def policy_loss(batch: dict[str, Tensor], cfg: AlgoConfig) -> tuple[Tensor, dict
         mask = mask * (~batch["truncated"].bool()).float()[:, None]
     logp = batch["logp"]
     per_token, stats = clipped_surrogate(
-        logp, batch["old_logp"], batch["advantages"], eps_low=cfg.eps_low, eps_high=cfg.eps_high
+        logp, batch["old_logp"], batch["advantages"], eps_low=cfg.eps_low, eps_high=cfg.eps_high,
+        dual_clip=cfg.dual_clip,
     )
     metrics: dict[str, float] = {}
     if cfg.tis_cap is not None:
         if "sampler_logp" not in batch:
             raise ValueError("tis_cap needs batch['sampler_logp'], the sampler's log-probs")
         # Truncated importance sampling: the rollout came from the sampler, not pi_old.
-        tis_weight = torch.exp(batch["old_logp"] - batch["sampler_logp"]).clamp(max=cfg.tis_cap).detach()
+        log_weight = (batch["old_logp"] - batch["sampler_logp"]).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+        tis_weight = torch.exp(log_weight).clamp(max=cfg.tis_cap).detach()
         per_token = per_token * tis_weight
         metrics["tis_weight_mean"] = masked_mean(tis_weight, mask).item()
     max_len = cfg.norm_len if cfg.norm_len is not None else batch.get("max_len")
@@ -109,14 +114,17 @@ def policy_loss(batch: dict[str, Tensor], cfg: AlgoConfig) -> tuple[Tensor, dict
     if cfg.kl_coef > 0 and cfg.kl_placement == "loss":
         if batch.get("ref_logp") is None:
             raise ValueError("kl_coef > 0 with kl_placement='loss' needs batch['ref_logp']")
-        kl = kl_estimate(logp, batch["ref_logp"], cfg.kl_kind)
+        kl, kl_clamped = clamp_kl(kl_estimate(logp, batch["ref_logp"], cfg.kl_kind), cfg.kl_clamp)
         kl_loss = aggregate(kl, mask, cfg.aggregation, max_len=max_len)
         loss = pg_loss + cfg.kl_coef * kl_loss
+        if cfg.kl_clamp is not None:
+            metrics["kl_clamp_frac"] = masked_mean(kl_clamped, mask).item()
     metrics.update(
         pg_loss=pg_loss.item(),
         kl_loss=kl_loss.item(),
         clip_frac_low=masked_mean(stats["clip_low"], mask).item(),
         clip_frac_high=masked_mean(stats["clip_high"], mask).item(),
+        clip_frac_dual=masked_mean(stats["clip_dual"], mask).item() if cfg.dual_clip is not None else None,
         ratio_mean=masked_mean(stats["ratio"], mask).item(),
     )
     return loss, metrics

@@ -41,7 +41,7 @@ import yaml
 METRIC_KEYS: tuple[str, ...] = (
     "step", "samples", "reward_mean", "reward_std", "accuracy", "adv_mean", "adv_std", "adv_abs_mean",
     "adv_zero_frac", "groups_degenerate_frac", "std_gain_mean", "std_gain_max", "kl_ref_mean",
-    "clip_frac_low", "clip_frac_high", "ratio_mean", "entropy_mean", "pg_loss", "loss", "grad_norm",
+    "kl_clamp_frac", "clip_frac_low", "clip_frac_high", "clip_frac_dual", "ratio_mean", "entropy_mean", "pg_loss", "loss", "grad_norm",
     "value_loss", "value_mean", "critic_explained_var", "resp_len_mean", "resp_len_max",
     "resp_len_correct_mean", "resp_len_incorrect_mean", "truncated_frac", "filter_rounds",
     "filter_prompts_drawn", "filter_groups_dropped", "verify_timeouts", "nonfinite_skipped",

@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from algos import (
+    LOG_RATIO_CLAMP,
     advantage_stats,
+    clamp_kl,
     aggregate,
     clipped_surrogate,
     degenerate_groups,
@@ -130,6 +132,47 @@ def test_clip_higher_widens_high_side_only():
     loss, stats = clipped_surrogate(logp, torch.zeros(1, 2), adv, eps_low=0.2, eps_high=0.28)
     assert close(loss, [[-1.25, 0.8]])  # 1.25 < 1.28 not clipped; 0.75 < 0.8 clipped
     assert stats["clip_high"].sum() == 0 and stats["clip_low"].sum() == 1
+
+
+def test_dual_clip_caps_negative_advantage_tokens():
+    # c = 3. ratio 5, A=-1: clipped surrogate -min(-5, -1.2) = 5, capped at 3|A| = 3 (dual clip);
+    # ratio 2, A=-1: 2 < 3, untouched; ratio 5, A=+1: the high side clips at 1.2, no dual clip
+    # (positive A); ratio 4, A=-0.5: 2 > 1.5 = 3 * 0.5, capped.
+    logp = torch.tensor([[5.0, 2.0, 5.0, 4.0]]).log()
+    adv = torch.tensor([[-1.0, -1.0, 1.0, -0.5]])
+    loss, stats = clipped_surrogate(logp, torch.zeros(1, 4), adv, dual_clip=3.0)
+    assert close(loss, [[3.0, 2.0, -1.2, 1.5]])
+    assert stats["clip_dual"].tolist() == [[1.0, 0.0, 0.0, 1.0]]
+    # the cap is a constant: no gradient through a dual-clipped token
+    logp = logp.clone().requires_grad_(True)
+    clipped_surrogate(logp, torch.zeros(1, 4), adv, dual_clip=3.0)[0].sum().backward()
+    assert logp.grad[0, 0] == 0 and logp.grad[0, 3] == 0 and close(logp.grad[0, 1], 2.0)  # d(-r*A)/dlogp = r
+    # off: the same call without dual_clip is the plain surrogate
+    plain, stats = clipped_surrogate(logp.detach(), torch.zeros(1, 4), adv)
+    assert close(plain, [[5.0, 2.0, -1.2, 2.0]]) and stats["clip_dual"].sum() == 0
+    with pytest.raises(ValueError, match="dual_clip must be > 1"):
+        clipped_surrogate(logp, torch.zeros(1, 4), adv, dual_clip=1.0)
+
+
+def test_log_ratio_is_clamped_before_exp():
+    # log ratio 25 with A=-1: unclamped the loss would be e^25 ~ 7.2e10; clamped at 20 it is e^20
+    logp = torch.tensor([[25.0, -30.0]], requires_grad=True)
+    loss, stats = clipped_surrogate(logp, torch.zeros(1, 2), torch.tensor([[-1.0, 1.0]]))
+    assert LOG_RATIO_CLAMP == 20.0
+    assert close(loss[0, 0] / math.exp(20.0), 1.0) and torch.isfinite(loss).all()
+    assert close(stats["ratio"][0, 1] / math.exp(-20.0), 1.0)
+    loss.sum().backward()
+    assert logp.grad.tolist() == [[0.0, 0.0]]  # outside the clamp: no gradient
+
+
+def test_clamp_kl_hand_computed():
+    kl = torch.tensor([[46.0, -12.0, 3.0]])
+    clamped, hit = clamp_kl(kl, 10.0)
+    assert clamped.tolist() == [[10.0, -10.0, 3.0]] and hit.tolist() == [[1.0, 1.0, 0.0]]
+    same, none = clamp_kl(kl, None)
+    assert same is kl and none.sum() == 0
+    with pytest.raises(ValueError, match="> 0 or None"):
+        clamp_kl(kl, 0.0)
 
 
 def test_surrogate_broadcasts_sequence_advantages():

@@ -92,6 +92,25 @@ def test_no_gradient_through_tokens_clipped_on_active_side():
     assert torch.all(logp.grad[~clipped] != 0)
 
 
+@settings(deadline=None)
+@given(st.lists(st.floats(-50, 50, width=32), min_size=1, max_size=16), st.floats(-5, 5, width=32),
+       st.sampled_from([None, 3.0]), st.sampled_from(["k1", "k2", "k3"]), st.sampled_from([None, 10.0]))
+def test_policy_loss_stays_finite_for_log_ratios_up_to_50(log_ratios, adv, dual_clip, kl_kind, kl_clamp):
+    """Any log ratio in [-50, 50] (trainer vs old policy, and vs reference) and |A| <= 5: the loss
+    and its gradient are finite, with and without dual-clip and the KL clamp."""
+    from algos import policy_loss, preset
+
+    cfg = preset("grpo", dual_clip=dual_clip, kl_kind=kl_kind, kl_clamp=kl_clamp, tis_cap=2.0)
+    old = torch.zeros(1, len(log_ratios))
+    logp = torch.tensor([log_ratios], requires_grad=True)
+    batch = {"logp": logp, "old_logp": old, "ref_logp": -logp.detach(), "advantages": torch.tensor([adv]),
+             "response_mask": torch.ones_like(old), "sampler_logp": logp.detach().flip(1), "max_len": 8}
+    loss, metrics = policy_loss(batch, cfg)
+    loss.backward()
+    assert math.isfinite(loss.item()) and torch.isfinite(logp.grad).all()
+    assert all(v is None or math.isfinite(v) for v in metrics.values())
+
+
 @given(st.integers(1, 6), st.integers(1, 8))
 def test_token_mean_equals_seq_mean_when_lengths_equal(batch, length):
     per_token = torch.randn(batch, length + 2)
