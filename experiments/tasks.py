@@ -4,10 +4,15 @@ A task makes `Example`s (prompt, canonical answer, an ideal response for warm-st
 and checks a completion against one. `Task.check` is pure and picklable: the verifier
 (`experiments/verify.py`) runs it in worker processes under a hard time limit.
 
-Splits. `examples("train")` and `examples("eval")` never share a problem. Generated tasks
-(arithmetic, countdown) send a problem to eval iff a SHA-256 hash of its prompt falls below
-`eval_fraction`, so the split does not depend on the seed, `n_train` or `n_eval`; dataset
-files are split the same way unless a folder with separate train/test files is given.
+Splits. `examples("train")`, `examples("val")` and `examples("eval")` never share a problem,
+nor two problems with the same canonical form (`Task.canonical`: arithmetic's operand and
+operator multisets, so "3+5+1=" and "1+3+5=" land in the same split). A problem goes to eval iff a
+SHA-256 hash of its canonical form, read as u in [0, 1), is below `eval_fraction`, to val iff it
+is below `eval_fraction + val_fraction`, else to train, so the splits depend on neither the seed
+nor `n_train`/`n_eval`, and eval's membership not on `val_fraction`. Val is for stopping rules
+(the warm-start's): it is never trained on and never reported as held-out accuracy. Dataset files
+are split the same way by the text of their key field; a folder with train/test files keeps its
+test file as eval and takes val out of its train file.
 Train examples are drawn and ordered from `seed`; the eval examples do not depend on the seed,
 so runs with different seeds are scored on the same problems. Generated examples are distinct
 problems: a split whose problem space is smaller than `n_train`/`n_eval` returns all of them
@@ -32,7 +37,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-SPLITS = ("train", "eval")
+SPLITS = ("train", "val", "eval")
 ARITHMETIC_OPS = "+-*"
 COUNTDOWN_OPS = "+-*/"
 _EVAL_SEED = "eval"          # the eval split is the same for every cfg.seed
@@ -60,8 +65,11 @@ class TaskConfig:
     n_eval: int = field(default=200, metadata={
         "help": "number of eval examples (fewer if the task has fewer distinct eval problems)"})
     eval_fraction: float = field(default=0.2, metadata={
-        "help": "share of the problem space held out for eval, chosen by a hash of the prompt "
-                "(generated tasks and single-file datasets)"})
+        "help": "share of the problem space held out for eval, chosen by a hash of the problem's "
+                "canonical form (generated tasks and single-file datasets)"})
+    val_fraction: float = field(default=0.1, metadata={
+        "help": "share held out as validation, for the warm-start's stopping rule (never trained on, "
+                "never reported as eval); up to n_eval examples"})
     seed: int = field(default=0, metadata={
         "help": "seed for drawing and ordering the train examples (eval examples do not depend on it)"})
     path: str | None = field(default=None, metadata={
@@ -88,6 +96,8 @@ class TaskConfig:
         _check(self.n_eval >= 1, "n_eval", self.n_eval, "an integer >= 1")
         _check(0.0 < self.eval_fraction < 1.0, "eval_fraction", self.eval_fraction,
                "a number strictly between 0 and 1")
+        _check(0.0 <= self.val_fraction < 1.0 - self.eval_fraction, "val_fraction", self.val_fraction,
+               f"a number in [0, 1 - eval_fraction) = [0, {1.0 - self.eval_fraction:g})")
         _check(0.0 <= self.format_reward <= 1.0, "format_reward", self.format_reward,
                "a number in [0, 1]")
         _check(self.verify_timeout_s > 0, "verify_timeout_s", self.verify_timeout_s, "a number > 0")
@@ -130,7 +140,8 @@ class Task:
         self._cache: dict[str, list[Example]] = {}
 
     def examples(self, split: str) -> list[Example]:
-        """The examples of `split` ("train" or "eval"): deterministic, disjoint across splits."""
+        """The examples of `split` ("train", "val" or "eval"): deterministic, disjoint across
+        splits by canonical form."""
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
         if split not in self._cache:
@@ -148,11 +159,24 @@ class Task:
     def worker_setup(self) -> None:
         """Called once in each verifier worker before any check (import heavy checkers here)."""
 
+    def canonical(self, example: Example) -> str:
+        """The key that decides `example`'s split: problems with equal keys share a split. The
+        prompt by default; a task whose problems have equivalent variants (permuted operands)
+        returns one key for all of them."""
+        return example.prompt
+
+    def split_of(self, example: Example) -> str:
+        """"train", "val" or "eval" (see the module docstring)."""
+        return hash_split(f"{self.name}:{self.canonical(example)}", self.cfg.eval_fraction, self.cfg.val_fraction)
+
+    def _split_size(self, split: str) -> int:
+        return self.cfg.n_train if split == "train" else self.cfg.n_eval
+
     def _make_examples(self, split: str) -> list[Example]:
         raise NotImplementedError
 
     def _rng(self, split: str) -> random.Random:
-        seed = self.cfg.seed if split == "train" else _EVAL_SEED
+        seed = self.cfg.seed if split == "train" else _EVAL_SEED  # val and eval: the same for every seed
         return random.Random(f"{self.name}:{split}:{seed}")
 
     def __getstate__(self) -> dict:
@@ -161,11 +185,14 @@ class Task:
         return state
 
 
-def hash_split(key: str, eval_fraction: float) -> str:
-    """"eval" if the SHA-256 of `key`, read as a number in [0, 1), is below `eval_fraction`, else "train"."""
+def hash_split(key: str, eval_fraction: float, val_fraction: float = 0.0) -> str:
+    """With u the SHA-256 of `key` read as a number in [0, 1): "eval" if u < eval_fraction,
+    "val" if u < eval_fraction + val_fraction, else "train"."""
     digest = hashlib.sha256(key.encode("utf-8")).digest()
     u = int.from_bytes(digest[:8], "big") / 2.0**64
-    return "eval" if u < eval_fraction else "train"
+    if u < eval_fraction:
+        return "eval"
+    return "val" if u < eval_fraction + val_fraction else "train"
 
 
 def _sample_distinct(draw: Callable[[random.Random], Example], rng: random.Random, n: int,
@@ -279,9 +306,9 @@ class ArithmeticTask(Task):
 
     def _make_examples(self, split: str) -> list[Example]:
         cfg = self.cfg
-        n = cfg.n_train if split == "train" else cfg.n_eval
+        n = self._split_size(split)
         rng = self._rng(split)
-        in_split = lambda ex: hash_split(f"{self.name}:{ex.prompt}", cfg.eval_fraction) == split
+        in_split = lambda ex: self.split_of(ex) == split
         n_operands = 10 ** cfg.digits
         space = n_operands ** cfg.n_terms * len(set(cfg.ops)) ** (cfg.n_terms - 1)
         if space <= _ENUMERATE_LIMIT:
@@ -307,7 +334,14 @@ class ArithmeticTask(Task):
     def _example(operands: Sequence[int], ops: Sequence[str]) -> Example:
         expr = str(operands[0]) + "".join(op + str(x) for op, x in zip(ops, operands[1:]))
         answer = str(arithmetic_value(operands, ops))
-        return Example(prompt=expr + "=", answer=answer, target=answer, meta={})
+        return Example(prompt=expr + "=", answer=answer, target=answer,
+                       meta={"operands": list(operands), "ops": "".join(ops)})
+
+    def canonical(self, example: Example) -> str:
+        """The operand multiset and the operator multiset: "3+5+1=" and "1+3+5=" (same answer)
+        share a key, and so do "7-2=" and "2-7=" (a conservative grouping: never a leak)."""
+        operands = sorted(example.meta["operands"])
+        return f"{','.join(map(str, operands))}|{''.join(sorted(example.meta['ops']))}"
 
     def check(self, completion: str, example: Example) -> float:
         value = parse_int_answer(completion)
@@ -335,10 +369,8 @@ class CountdownTask(Task):
     name = "countdown"
 
     def _make_examples(self, split: str) -> list[Example]:
-        cfg = self.cfg
-        n = cfg.n_train if split == "train" else cfg.n_eval
-        in_split = lambda ex: hash_split(f"{self.name}:{ex.prompt}", cfg.eval_fraction) == split
-        return _sample_distinct(self._draw, self._rng(split), n, in_split)
+        in_split = lambda ex: self.split_of(ex) == split
+        return _sample_distinct(self._draw, self._rng(split), self._split_size(split), in_split)
 
     def _draw(self, rng: random.Random) -> Example:
         hi = 10 ** self.cfg.digits - 1
@@ -458,27 +490,34 @@ class _DatasetTask(Task):
         examples = [self._example(row, where) for where, row in rows]
         if split == "train":
             self._rng(split).shuffle(examples)
-            return examples[:cfg.n_train]
-        return examples[:cfg.n_eval]
+        return examples[:self._split_size(split)]
 
     def _rows(self, split: str) -> list[tuple[str, dict]]:
         spec = str(self.cfg.path)
         path = Path(spec).expanduser()
         if path.is_dir():
-            names = ["train.jsonl"] if split == "train" else ["test.jsonl", "eval.jsonl"]
+            names = ["test.jsonl", "eval.jsonl"] if split == "eval" else ["train.jsonl"]
             for file_name in names:
                 if (path / file_name).is_file():
-                    return _read_jsonl(path / file_name)
+                    rows = _read_jsonl(path / file_name)
+                    return rows if split == "eval" else self._hashed(rows, split, eval_fraction=0.0)
             raise DatasetError(f"{path}: no {' or '.join(names)} for the {split} split")
         if path.is_file():
             rows = _read_jsonl(path)
             for where, row in rows:      # validate every row, whichever split it lands in
                 self._example(row, where)
-            return [(where, row) for where, row in rows
-                    if hash_split(f"{self.name}:{row[self.key_field]}", self.cfg.eval_fraction) == split]
+            return self._hashed(rows, split, eval_fraction=self.cfg.eval_fraction)
         if _looks_like_path(spec):
             raise DatasetError(f"task.path={spec!r}: no such file or folder")
-        return _load_hub(spec, split, self.hub_config)
+        if split == "eval":
+            return _load_hub(spec, split, self.hub_config)
+        return self._hashed(_load_hub(spec, "train", self.hub_config), split, eval_fraction=0.0)
+
+    def _hashed(self, rows: list[tuple[str, dict]], split: str, *, eval_fraction: float) -> list[tuple[str, dict]]:
+        """The rows whose key field hashes into `split` (eval_fraction 0: a file without an eval share)."""
+        val = self.cfg.val_fraction
+        return [(where, row) for where, row in rows
+                if hash_split(f"{self.name}:{row[self.key_field]}", eval_fraction, val) == split]
 
     def _example(self, row: dict, where: str) -> Example:
         raise NotImplementedError

@@ -3,8 +3,10 @@
 A randomly initialised size preset never samples a correct answer, so every group is degenerate
 and no RL algorithm learns. ``warmstart`` trains the policy with next-token loss on
 ``prompt + target + EOS`` (loss on the target and EOS only) from the task's train split, measures
-greedy accuracy on the eval split every ``eval_every`` steps with the task's own ``check``, and
-stops as soon as that accuracy lies inside ``target_band``. If one interval jumps over the band,
+greedy accuracy on the *validation* split every ``eval_every`` steps with the task's own
+``check``, and stops as soon as that accuracy lies inside ``target_band``. The stopping rule
+never sees the eval split, so the eval accuracy that RL later reports at step 0 is an unselected
+measurement (it is recorded too, as ``eval_accuracy``, and may lie outside the band). If one interval jumps over the band,
 training goes back to the last state below the band and continues from there, evaluating after
 every step.
 
@@ -33,7 +35,7 @@ from torch import Tensor
 from experiments.models import file_lock, load_policy, publish_dir_atomically, resolve_cache_dir
 from experiments.rollout import HFRollout, Sampling
 
-RECIPE_VERSION = 1  # bump when the training recipe changes, to invalidate old caches
+RECIPE_VERSION = 2  # bump when the training recipe changes, to invalidate old caches
 INFO_FILE = "warmstart.json"
 # TaskConfig fields that change neither the examples nor the check (excluded from the cache key)
 _TASK_FIELDS_NOT_IN_KEY = ("format_reward", "verify_timeout_s", "verify_workers")
@@ -126,12 +128,14 @@ def warmstart(
     """Supervised warm-start of ``model_name`` (size preset or HF dir) on ``task`` (a TaskConfig or Task).
 
     Trains at most ``steps`` AdamW steps (constant ``lr``, batches of ``batch_size`` train examples
-    in a seeded order) and stops early once greedy eval accuracy (first ``eval_size`` eval examples)
-    is within ``target_band`` = (low, high) inclusive; checked before training and every
+    in a seeded order) and stops early once greedy validation accuracy (first ``eval_size`` val
+    examples) is within ``target_band`` = (low, high) inclusive; checked before training and every
     ``eval_every`` steps. Returns the HF directory of the result, cached (a second call with the
     same arguments returns it without training). ``cache_dir`` None or "" means
     ``models.default_cache_dir()``. If the band is never reached, the last model is
     saved anyway, ``warmstart.json`` says ``"in_band": false`` and a warning is issued.
+    ``warmstart.json`` records ``val_accuracy`` (the stopping rule's) and ``eval_accuracy``
+    (the first ``eval_size`` eval examples, measured once at the end).
     """
     low, high = target_band
     if not 0.0 <= low <= high <= 1.0:
@@ -157,8 +161,8 @@ def warmstart(
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
         publish_dir_atomically(tmp, final)
     if not info["in_band"]:
-        warnings.warn(f"warm-start of {model_name} on {task_cfg.name} ended at eval accuracy "
-                      f"{info['eval_accuracy']:.3f}, outside the band {target_band} after {info['steps']} steps; "
+        warnings.warn(f"warm-start of {model_name} on {task_cfg.name} ended at validation accuracy "
+                      f"{info['val_accuracy']:.3f}, outside the band {target_band} after {info['steps']} steps; "
                       "RL may get no signal (raise model.warmstart_steps or change the lr)")
     return final
 
@@ -170,14 +174,16 @@ def _train(task, model_name, out_dir: Path, *, cache_dir, steps, lr, batch_size,
     policy = load_policy(model_name, dtype=torch.float32, device=device, seed=init_seed, cache_dir=cache_dir)
     model, tokenizer = policy.model, policy.tokenizer
     train = task.examples("train")
+    val = task.examples("val")[:eval_size]
     evals = task.examples("eval")[:eval_size]
-    if not train or not evals:
-        raise ValueError(f"task {task.name} has {len(train)} train and {len(evals)} eval examples; warm-start needs both")
-    longest = max(len(tokenizer(ex.target, add_special_tokens=False)["input_ids"]) for ex in train + evals)
+    if not train or not val or not evals:
+        raise ValueError(f"task {task.name} has {len(train)} train, {len(val)} val and {len(evals)} eval examples; "
+                         "the warm-start needs all three (raise task.val_fraction or task.n_eval)")
+    longest = max(len(tokenizer(ex.target, add_special_tokens=False)["input_ids"]) for ex in train + val + evals)
     max_new_tokens = longest + 2  # room for the EOS and one token of slack
 
-    def accuracy() -> float:
-        return greedy_accuracy(model, tokenizer, task, evals, max_new_tokens=max_new_tokens)
+    def accuracy(examples=val) -> float:
+        return greedy_accuracy(model, tokenizer, task, examples, max_new_tokens=max_new_tokens)
 
     history = []
     with torch.random.fork_rng(devices=[]):
@@ -185,7 +191,7 @@ def _train(task, model_name, out_dir: Path, *, cache_dir, steps, lr, batch_size,
         order = torch.Generator().manual_seed(seed)
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
         acc = accuracy()
-        history.append({"step": 0, "eval_accuracy": acc})
+        history.append({"step": 0, "val_accuracy": acc})
         below = (copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())) if acc < low else None
         step, perm, cursor, interval = 0, torch.randperm(len(train), generator=order), 0, eval_every
         while not low <= acc <= high and step < steps:
@@ -202,7 +208,7 @@ def _train(task, model_name, out_dir: Path, *, cache_dir, steps, lr, batch_size,
                 optimizer.step()
                 step += 1
             acc = accuracy()
-            history.append({"step": step, "eval_accuracy": acc, "loss": loss.item()})
+            history.append({"step": step, "val_accuracy": acc, "loss": loss.item()})
             if acc < low:
                 below = (copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()))
             elif acc > high and below is not None and step < steps:
@@ -219,9 +225,11 @@ def _train(task, model_name, out_dir: Path, *, cache_dir, steps, lr, batch_size,
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return {
-        "eval_accuracy": acc,
+        "val_accuracy": acc,
+        "eval_accuracy": accuracy(evals),
         "in_band": bool(low <= acc <= high),
         "steps": step,
+        "val_examples": len(val),
         "eval_examples": len(evals),
         "train_examples": len(train),
         "max_new_tokens": max_new_tokens,

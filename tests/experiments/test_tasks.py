@@ -1,5 +1,6 @@
 """Tasks: deterministic disjoint splits, hand-checked answers, checks that never raise on bad text."""
 import dataclasses
+import itertools
 import json
 from fractions import Fraction
 from pathlib import Path
@@ -56,7 +57,7 @@ def test_dataset_task_needs_a_path():
 
 
 def test_unknown_split_is_rejected():
-    with pytest.raises(ValueError, match="valid splits: train, eval"):
+    with pytest.raises(ValueError, match="valid splits: train, val, eval"):
         make_task(TaskConfig()).examples("test")
 
 
@@ -66,6 +67,15 @@ def test_hash_split_is_stable_and_roughly_proportional():
     share = sum(hash_split(k, 0.2) == "eval" for k in keys) / len(keys)
     assert 0.17 < share < 0.23
     assert hash_split("k0", 1e-12) == "train"
+    three = [hash_split(k, 0.2, 0.1) for k in keys]
+    assert 0.07 < three.count("val") / len(keys) < 0.13
+    # eval's membership does not depend on val_fraction
+    assert [s == "eval" for s in three] == [hash_split(k, 0.2) == "eval" for k in keys]
+
+
+def test_val_fraction_is_validated():
+    with pytest.raises(ValueError, match=r"task.val_fraction=0.9 is invalid: expected a number in \[0, 1 - eval_fraction\)"):
+        make_task(TaskConfig(val_fraction=0.9))
 
 
 # ---------------------------------------------------------------- arithmetic
@@ -87,29 +97,46 @@ def test_arithmetic_same_seed_same_examples_other_seed_other_train_order():
 ])
 def test_arithmetic_splits_are_disjoint_and_distinct(cfg):
     task = make_task(cfg)
-    train, evals = prompts(task.examples("train")), prompts(task.examples("eval"))
-    assert not set(train) & set(evals)
-    assert len(set(train)) == len(train) and len(set(evals)) == len(evals)
+    splits = {s: prompts(task.examples(s)) for s in ("train", "val", "eval")}
+    for a, b in [("train", "val"), ("train", "eval"), ("val", "eval")]:
+        assert not set(splits[a]) & set(splits[b])
+    assert all(len(set(p)) == len(p) for p in splits.values())
+
+
+def test_arithmetic_splits_are_leak_free_by_canonical_form():
+    """No eval (or val) problem has an operand permutation in train: 1-digit a+b+c, where every
+    permutation has the same answer, is split by the operand multiset."""
+    task = make_task(TaskConfig(n_train=5000, n_eval=5000))
+    canonical = {s: {task.canonical(ex) for ex in task.examples(s)} for s in ("train", "val", "eval")}
+    assert not canonical["train"] & canonical["eval"]
+    assert not canonical["train"] & canonical["val"] and not canonical["val"] & canonical["eval"]
+    assert task.canonical(Example("3+5+1=", "9", "9", {"operands": [3, 5, 1], "ops": "++"})) == \
+        task.canonical(Example("1+3+5=", "9", "9", {"operands": [1, 3, 5], "ops": "++"})) == "1,3,5|++"
+    # every permutation of an eval problem is in eval too: the split is whole by multiset
+    evals = set(prompts(task.examples("eval")))
+    for ex in task.examples("eval"):
+        for perm in itertools.permutations(ex.meta["operands"]):
+            assert "+".join(map(str, perm)) + "=" in evals
 
 
 def test_arithmetic_small_space_is_split_whole():
     # 1-digit operands, 2 terms, 2 operators: 10 * 10 * 2 = 200 problems in all
     task = make_task(TaskConfig(digits=1, ops="+-", n_terms=2, n_train=1000, n_eval=1000))
-    train, evals = task.examples("train"), task.examples("eval")
-    assert len(train) + len(evals) == 200
+    train, val, evals = task.examples("train"), task.examples("val"), task.examples("eval")
+    assert len(train) + len(val) + len(evals) == 200
     assert 0.1 < len(evals) / 200 < 0.3            # eval_fraction = 0.2
     assert len(make_task(TaskConfig(n_train=10, n_eval=3)).examples("eval")) == 3
 
 
 def test_arithmetic_answers_hand_checked():
     task = make_task(TaskConfig(digits=1, ops="+-", n_terms=2, n_train=1000, n_eval=1000))
-    by_prompt = {ex.prompt: ex for ex in task.examples("train") + task.examples("eval")}
+    by_prompt = {ex.prompt: ex for s in ("train", "val", "eval") for ex in task.examples(s)}
     assert {p: by_prompt[p].answer for p in ["3+5=", "3-5=", "0-9=", "9+9="]} == \
         {"3+5=": "8", "3-5=": "-2", "0-9=": "-9", "9+9=": "18"}
     assert by_prompt["3+5="].target == "8"
 
     task = make_task(TaskConfig(digits=1, ops="+*", n_terms=3, n_train=5000, n_eval=5000))
-    by_prompt = {ex.prompt: ex.answer for ex in task.examples("train") + task.examples("eval")}
+    by_prompt = {ex.prompt: ex.answer for s in ("train", "val", "eval") for ex in task.examples(s)}
     assert (by_prompt["2+3*4="], by_prompt["2*3+4="], by_prompt["9*9*9="]) == ("14", "10", "729")
 
 
@@ -238,13 +265,14 @@ def test_countdown_examples_are_solvable_deterministic_and_disjoint():
 
 def test_gsm8k_fixture_parses_and_splits_disjoint():
     task = make_task(TaskConfig(name="gsm8k", path=str(GSM8K), n_train=100, n_eval=100))
-    train, evals = task.examples("train"), task.examples("eval")
-    assert len(train) + len(evals) == 8 and not set(prompts(train)) & set(prompts(evals))
-    by_question = {ex.prompt: ex for ex in train + evals}
+    train, val, evals = task.examples("train"), task.examples("val"), task.examples("eval")
+    assert len(train) + len(val) + len(evals) == 8
+    assert not set(prompts(train)) & set(prompts(evals)) and not set(prompts(val)) & set(prompts(train) + prompts(evals))
+    by_question = {ex.prompt: ex for ex in train + val + evals}
     tom = by_question["Question: Tom has 3 apples and buys 4 more. How many apples does he have?\nAnswer:"]
     assert tom.answer == "7"
     assert tom.target == " Tom has 3 + 4 = 7 apples.\n#### 7"       # calculator annotation removed
-    answers = sorted(ex.answer for ex in train + evals)
+    answers = sorted(ex.answer for ex in train + val + evals)
     assert answers == sorted(["7", "60", "12", "3000", "4.5", "-5", "105", "24"])
 
 
@@ -253,7 +281,10 @@ def test_gsm8k_folder_with_train_and_test_files(tmp_path):
     (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows[:5]) + "\n")
     (tmp_path / "test.jsonl").write_text("\n".join(json.dumps(r) for r in rows[5:]) + "\n")
     task = make_task(TaskConfig(name="gsm8k", path=str(tmp_path), n_train=100, n_eval=2))
-    assert sorted(ex.answer for ex in task.examples("train")) == sorted(["7", "60", "12", "3000", "4.5"])
+    # val is hashed out of train.jsonl; test.jsonl is eval whole
+    assert sorted(ex.answer for s in ("train", "val") for ex in task.examples(s)) == \
+        sorted(["7", "60", "12", "3000", "4.5"])
+    assert not set(prompts(task.examples("train"))) & set(prompts(task.examples("val")))
     assert [ex.answer for ex in task.examples("eval")] == ["-5", "105"]     # file order, first n_eval
 
 
@@ -330,7 +361,7 @@ def test_extract_last_boxed():
 
 def test_math_fixture_answers():
     task = make_task(TaskConfig(name="math", path=str(MATH), n_train=100, n_eval=100))
-    examples = task.examples("train") + task.examples("eval")
+    examples = [ex for s in ("train", "val", "eval") for ex in task.examples(s)]
     by_prompt = {ex.prompt: ex for ex in examples}
     assert len(by_prompt) == 4
     assert by_prompt["Problem: What is $\\frac{1}{4} + \\frac{1}{4}$?\nSolution:"].answer == r"\frac{1}{2}"

@@ -64,13 +64,17 @@ def test_warmstart_is_cached_deterministic_and_records_accuracy(tmp_path, monkey
         a = warmstart(TaskConfig(), "tiny", cache_dir=tmp_path / "one", target_band=band, eval_every=2, **ARGS)
     info = json.loads((a / "warmstart.json").read_text())
     assert info["steps"] == 5 and info["in_band"] is False
-    assert [h["step"] for h in info["history"] if "eval_accuracy" in h] == [0, 2, 4, 5]
+    assert [h["step"] for h in info["history"] if "val_accuracy" in h] == [0, 2, 4, 5]
     assert info["key"]["task"]["name"] == "arithmetic" and info["key"]["steps"] == 5
-    # the recorded accuracy is the saved model's greedy accuracy on the eval split
+    # the recorded accuracies are the saved model's greedy accuracy on the val split (the
+    # stopping rule's) and on the eval split (measured once, never used to stop)
     policy = load_policy(a)
     task = make_task(TaskConfig())
-    acc = greedy_accuracy(policy.model, policy.tokenizer, task, task.examples("eval"), max_new_tokens=info["max_new_tokens"])
-    assert acc == info["eval_accuracy"]
+    for split in ("val", "eval"):
+        acc = greedy_accuracy(policy.model, policy.tokenizer, task, task.examples(split),
+                              max_new_tokens=info["max_new_tokens"])
+        assert acc == info[f"{split}_accuracy"], split
+    assert info["history"][-1]["val_accuracy"] == info["val_accuracy"]
     assert not [p for p in a.parent.iterdir() if p.name.startswith(".tmp")]  # no half-written leftovers
 
     # same key in another cache: bit-identical weights
@@ -112,6 +116,6 @@ def test_default_arithmetic_on_tiny_reaches_the_band(tmp_path):
     path = warmstart(TaskConfig(), "tiny", cache_dir=tmp_path, steps=3000, lr=3e-3, batch_size=64, seed=0)
     info = json.loads((path / "warmstart.json").read_text())
     assert info["in_band"] is True
-    assert 0.10 <= info["eval_accuracy"] <= 0.50
+    assert 0.10 <= info["val_accuracy"] <= 0.50   # the band is the stopping rule's, on val
     assert 0 < info["steps"] < 3000
     assert not math.isnan(info["eval_accuracy"])
