@@ -11,6 +11,7 @@ valid values and what to change.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -74,14 +75,18 @@ class AlgoConfig:
     # -- optimisation
     epochs: int = _knob(2, "passes over each rollout batch")
     minibatches: int = _knob(2, "minibatches per epoch (one optimizer step each)")
-    # -- critic (PPO)
-    critic: bool = _knob(False, "train a value network (second trunk + head, own optimizer)")
+    # -- critic (PPO: baseline=critic trains a value network, a second trunk + head with its own optimizer)
     gamma: float = _knob(1.0, "GAE discount")
     lam: float = _knob(0.95, "GAE lambda")
     value_clip: float = _knob(0.2, "epsilon_v of the clipped value loss")
 
     def __post_init__(self):
         validate(self)
+
+    @property
+    def uses_critic(self) -> bool:
+        """A value network is trained iff the baseline is the critic (GAE): one fact, one knob."""
+        return self.baseline == "critic"
 
     def replace(self, **overrides: Any) -> "AlgoConfig":
         """A new config with `overrides` applied (validated); unknown knobs raise ValueError."""
@@ -108,6 +113,10 @@ def validate(cfg: AlgoConfig) -> None:
         value = getattr(cfg, knob)
         if value not in valid:
             raise ValueError(f"unknown value {value!r} for algo.{knob}; valid: {', '.join(valid)}")
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"algo.{f.name}={value}: expected a finite number")
     for knob in ("eps", "eps_low", "eps_high", "kl_coef", "value_clip"):
         if getattr(cfg, knob) < 0:
             raise ValueError(f"algo.{knob} must be >= 0, got {getattr(cfg, knob)}")
@@ -135,8 +144,6 @@ def validate(cfg: AlgoConfig) -> None:
             f"algo.baseline={cfg.baseline!r} needs algo.group_size >= 2 (got {cfg.group_size}): the baseline "
             "is the mean of the other rollouts of the same prompt. Set algo.group_size=K (e.g. 8) or baseline=critic."
         )
-    if cfg.baseline == "critic" and not cfg.critic:
-        raise ValueError("algo.baseline='critic' needs a critic: set algo.critic=true (PPO) or use baseline=group")
     if cfg.baseline == "critic" and cfg.scale in ("group_std", "batch_std"):
         raise ValueError(
             f"algo.scale={cfg.scale!r} divides by the std of rewards, which the critic baseline does not use; "
@@ -191,7 +198,12 @@ def coerce(key: str, text: str, annotation) -> Any:
         if hint.startswith("int"):
             return int(text)
         if hint.startswith("float"):
-            return float(text)
-    except ValueError:
+            value = float(text)
+            if not math.isfinite(value):
+                raise ValueError(f"{key}={text!r}: expected a finite number")
+            return value
+    except ValueError as error:
+        if "finite" in str(error):
+            raise
         raise ValueError(f"{key}={text!r}: expected {hint.replace(' | None', '')}") from None
     return text

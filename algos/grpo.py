@@ -13,7 +13,6 @@ from algos.config import AlgoConfig
 PRESET = AlgoConfig(
     name="grpo",
     baseline="group",  # A_i = r_i - mean_g(r)              (§4.1.2)
-    critic=False,
     scale="group_std",  # / (std_g(r) + eps), unbiased std   (§4.1.2)
     group_size=8,
     aggregation="seq_mean_token_mean",  # (1/G) sum_i 1/|o_i| sum_t   (Eq. 3)

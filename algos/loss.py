@@ -86,7 +86,8 @@ def policy_loss(batch: dict[str, Tensor], cfg: AlgoConfig) -> tuple[Tensor, dict
         truncated (B,) bool   needed when mask_truncated
         max_len int           L for seq_mean_token_sum_norm when cfg.norm_len is None
     Returns the scalar loss and float metrics (pg_loss, kl_loss, clip_frac_low, clip_frac_high,
-    clip_frac_dual (None without dual_clip), ratio_mean, tis_weight_mean, kl_clamp_frac).
+    clip_frac_dual (None without dual_clip), ratio_mean, tis_weight_mean, kl_clamp_frac); every
+    metric is None when the mask (after mask_truncated) holds no token.
     """
     mask = batch["response_mask"].float()
     if cfg.mask_truncated:
@@ -127,4 +128,8 @@ def policy_loss(batch: dict[str, Tensor], cfg: AlgoConfig) -> tuple[Tensor, dict
         clip_frac_dual=masked_mean(stats["clip_dual"], mask).item() if cfg.dual_clip is not None else None,
         ratio_mean=masked_mean(stats["ratio"], mask).item(),
     )
+    if not mask.any():
+        # No token in the loss (e.g. every rollout truncated under mask_truncated): the loss is 0
+        # and these statistics are undefined, not 0; None keeps them out of the step's means.
+        metrics = {key: None for key in metrics}
     return loss, metrics

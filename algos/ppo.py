@@ -14,7 +14,6 @@ from algos.config import AlgoConfig
 PRESET = AlgoConfig(
     name="ppo",
     baseline="critic",  # GAE over a learned value (Schulman et al. 2016)
-    critic=True,
     scale="batch_whiten",  # whiten advantages over the batch's response tokens
     group_size=1,  # one rollout per prompt
     aggregation="seq_mean_token_mean",

@@ -71,6 +71,8 @@ class TrainConfig:
     eval_size: int = _f(200, "eval examples used (at most task.n_eval)")
     checkpoint_every: int = _f(10, "write checkpoint/ every N steps (and at the last)")
     max_nonfinite: int = _f(3, "stop with state=failed after N consecutive non-finite losses/grad norms")
+    preempt_grace_s: float = _f(20.0, "on SIGTERM/SIGUSR2: finish the step and checkpoint it if the last step "
+                                      "took at most this long (else stop at once, resume from the last checkpoint)")
     device: str = _f("auto", "auto | cpu | cuda")
     threads: int = _f(1, "torch CPU threads (0: torch's default); tiny models run fastest on 1, and "
                          "several runs on one machine must not oversubscribe its cores")
@@ -132,6 +134,9 @@ def load_config(overrides: list[str]) -> TrainConfig:
             algo_name = value
         elif key.startswith("algo."):
             knob = key[len("algo."):]
+            if knob == "name":
+                raise ValueError(f"algo.name={value!r} is not a knob: pick a preset with algo={value} "
+                                 "(then override knobs with algo.KNOB=VALUE)")
             if knob not in knob_help():
                 raise _unknown_key(key)
             algo_overrides[knob] = parse_knob(knob, value)
@@ -179,8 +184,22 @@ def finalize(cfg: TrainConfig) -> TrainConfig:
     for key in ("steps", "rollouts_per_step", "eval_every", "checkpoint_every", "max_nonfinite", "eval_size"):
         if getattr(cfg, key) < 1:
             raise ValueError(f"{key} must be >= 1, got {getattr(cfg, key)}")
-    if cfg.lr <= 0 or cfg.critic_lr <= 0:
-        raise ValueError(f"lr and critic_lr must be > 0, got {cfg.lr}, {cfg.critic_lr}")
+    for key, ok, allowed in [
+        ("lr", cfg.lr > 0, "> 0"),
+        ("critic_lr", cfg.critic_lr > 0, "> 0"),
+        ("weight_decay", cfg.weight_decay >= 0, ">= 0"),
+        ("grad_clip", cfg.grad_clip > 0, "> 0 (a negative max norm would flip the update)"),
+        ("threads", cfg.threads >= 0, ">= 0 (0: torch's default)"),
+        ("model.warmstart_steps", cfg.model.warmstart_steps >= 0, ">= 0"),
+        ("model.warmstart_lr", cfg.model.warmstart_lr > 0, "> 0"),
+        ("rollout.vllm_max_model_len", cfg.rollout.vllm_max_model_len >= 1, ">= 1"),
+        ("rollout.vllm_gpu_memory_utilization", 0 < cfg.rollout.vllm_gpu_memory_utilization <= 1, "in (0, 1]"),
+        ("rollout.vllm_kv_cache_gib", cfg.rollout.vllm_kv_cache_gib > 0, "> 0"),
+    ]:
+        if not ok:
+            section, _, name = key.rpartition(".")
+            value = getattr(getattr(cfg, section) if section else cfg, name)
+            raise ValueError(f"{key}={value} is invalid: must be {allowed}")
     if cfg.rollout.max_new_tokens < 1 or not 0 < cfg.rollout.top_p <= 1 or cfg.rollout.temperature <= 0:
         raise ValueError("rollout.max_new_tokens must be >= 1, rollout.top_p in (0, 1], rollout.temperature > 0")
     try:
@@ -195,14 +214,52 @@ def finalize(cfg: TrainConfig) -> TrainConfig:
         raise ValueError(
             f"model.name={cfg.model.name!r} is neither a size preset ({', '.join(SIZES)}) nor a local directory"
         )
+    if cfg.model.name not in SIZES and not (Path(cfg.model.name) / "config.json").is_file():
+        raise ValueError(f"model.name={cfg.model.name!r} has no config.json: expected a Hugging Face causal-LM "
+                         "directory (what save_pretrained writes) or a size preset")
+    _check_task_data(cfg.task)
     if not cfg.name:
         model = cfg.model.name if cfg.model.name in SIZES else Path(cfg.model.name).name
         cfg.name = f"{cfg.algo.name}-{cfg.task.name}-{model}-s{cfg.seed}"
     if not cfg.out:
         cfg.out = str(Path("runs") / cfg.name)
+    _check_out(Path(cfg.out))
     if not cfg.cache_dir:
         cfg.cache_dir = os.environ.get("RLVR_CACHE", str(Path(".cache") / "rlvr"))
     return cfg
+
+
+def _check_task_data(task: TaskConfig) -> None:
+    """A dataset task's local file or folder is read and every row checked now, before a run
+    folder exists: a missing, empty, malformed or wrong-schema file is a config error."""
+    if not task.path:
+        return
+    from experiments.tasks import DatasetError, _looks_like_path, make_task
+
+    path = Path(task.path).expanduser()
+    if not path.exists() and not _looks_like_path(task.path):
+        return  # a hub name: loaded (and checked) by the run, where a hub is reachable
+    try:
+        task_obj = make_task(task)
+        for split in ("train", "eval"):
+            if not task_obj.examples(split):
+                raise DatasetError(f"task.path={task.path!r} gives no {split} examples; "
+                                   "add rows, or lower task.eval_fraction / task.val_fraction")
+    except DatasetError as error:
+        raise ValueError(str(error)) from None
+    except OSError as error:
+        raise ValueError(f"task.path={task.path!r}: {error.strerror or error}") from None
+
+
+def _check_out(out: Path) -> None:
+    """out= must be a folder or not exist yet, with no file in the way of creating it."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out={str(out)!r} is a file, not a run folder: choose another out=")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"out={str(out)!r}: {str(parent)!r} is a file, so the run folder cannot be created there")
+            break
 
 
 def help_text() -> str:

@@ -23,6 +23,17 @@ class RunFolderBusy(RuntimeError):
     pass
 
 
+class RunFolderError(ValueError):
+    """A run folder that cannot be resumed as it is (unreadable file, missing piece): the message
+    names the file and what to do; nothing in the folder was changed."""
+
+
+# The non-tensor types a checkpoint holds besides dicts, lists, tuples, numbers, strings and None:
+# none. The numpy RNG state is stored as tensors and numbers (`numpy_rng_state`), so checkpoints
+# load with `torch.load(weights_only=True)`, which runs no code from the file.
+CHECKPOINT_FIX = ("restore it from a copy, or remove checkpoint/ to restart the run from step 0 "
+                  "(its metric rows after step 0 are then dropped), or choose another out=")
+
 def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "w") as handle:
@@ -41,8 +52,9 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a JSONL file; a torn last line (a write cut by a kill) is ignored."""
+def read_jsonl(path: Path, *, require_step: bool = False) -> list[dict]:
+    """Rows of a JSONL file; a torn last line (a write cut by a kill) is ignored. With
+    `require_step`, every row must be an object with an integer "step" (RunFolderError otherwise)."""
     if not path.exists():
         return []
     rows = []
@@ -51,12 +63,31 @@ def read_jsonl(path: Path) -> list[dict]:
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             if number == len(lines) - 1:
                 break
-            raise ValueError(f"{path}:{number + 1}: not valid JSON") from None
+            raise RunFolderError(f"{path}:{number + 1}: not valid JSON; fix or remove that line") from None
+        if require_step and not (isinstance(row, dict) and isinstance(row.get("step"), int)):
+            raise RunFolderError(f"{path}:{number + 1}: a row without an integer 'step'; fix or remove that line")
+        rows.append(row)
     return rows
+
+
+def numpy_rng_state() -> dict:
+    """numpy's global RNG state as tensors and numbers (loadable with weights_only=True)."""
+    import numpy as np
+
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"name": name, "keys": torch.from_numpy(keys.astype("int64")), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def set_numpy_rng_state(state: dict) -> None:
+    import numpy as np
+
+    np.random.set_state((state["name"], state["keys"].numpy().astype("uint32"), state["pos"],
+                         state["has_gauss"], state["cached_gaussian"]))
 
 
 class RunFolder:
@@ -93,10 +124,14 @@ class RunFolder:
 
     # ---------------------------------------------------------------- status / config
     def status(self) -> dict:
+        """status.json as a dict; {} when there is none, {"state": "unreadable"} when it is garbage."""
         try:
-            return json.loads(self.status_path.read_text())
-        except (OSError, json.JSONDecodeError):
+            status = json.loads(self.status_path.read_text())
+        except FileNotFoundError:
             return {}
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            return {"state": "unreadable"}
+        return status if isinstance(status, dict) else {"state": "unreadable"}
 
     def set_status(self, state: str, *, step: int, steps: int, error: str | None = None) -> None:
         assert state in STATES, state
@@ -118,17 +153,36 @@ class RunFolder:
         atomic_write_text(self.config_path, yaml.safe_dump(config, sort_keys=False))
 
     def read_config(self) -> dict | None:
+        """config.yaml as a dict, None if there is none; RunFolderError if it is not a YAML mapping."""
         if not self.config_path.exists():
             return None
-        return yaml.safe_load(self.config_path.read_text())
+        try:
+            config = yaml.safe_load(self.config_path.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
+            problem = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise RunFolderError(f"{self.config_path}: not valid YAML ({problem}); restore it, or choose another out=") from None
+        if not isinstance(config, dict):
+            raise RunFolderError(f"{self.config_path}: expected a mapping of config keys, got "
+                                 f"{type(config).__name__}; restore it, or choose another out=")
+        return config
+
+    def read_metrics(self) -> list[dict]:
+        """metrics.jsonl rows, each with an integer step (RunFolderError naming the line otherwise)."""
+        return read_jsonl(self.metrics_path, require_step=True)
 
     # ---------------------------------------------------------------- metrics
-    def truncate_after(self, step: int) -> None:
+    def truncate_after(self, step: int) -> dict[str, list[int]]:
         """Keep only rows with step <= `step` in metrics.jsonl and groups.jsonl (atomically):
-        rows written after the checkpoint we resume from are recomputed, never duplicated."""
+        rows written after the checkpoint we resume from are recomputed, never duplicated.
+        Returns the steps of the dropped rows per file name (for the message that says so)."""
+        dropped = {}
         for path in (self.metrics_path, self.groups_path):
-            rows = [row for row in read_jsonl(path) if row["step"] <= step]
-            atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
+            rows = read_jsonl(path, require_step=True)
+            kept = [row for row in rows if row["step"] <= step]
+            dropped[path.name] = [row["step"] for row in rows if row["step"] > step]
+            if dropped[path.name] or path.exists():
+                atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in kept))
+        return dropped
 
     def append(self, path: Path, rows: list[dict]) -> None:
         with open(path, "a") as handle:
@@ -150,6 +204,17 @@ class RunFolder:
         os.replace(tmp, self.checkpoint_path)
 
     def load_checkpoint(self) -> dict | None:
+        """checkpoint/state.pt, loaded with weights_only=True (tensors and plain containers only:
+        a file that would run code is refused); None if there is none, RunFolderError if it is
+        unreadable (empty, truncated, corrupt, or holding other objects)."""
         if not self.checkpoint_path.exists():
             return None
-        return torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+        try:
+            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 - torch raises many kinds for a bad file
+            reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+            raise RunFolderError(f"{self.checkpoint_path}: unreadable checkpoint ({type(error).__name__}: "
+                                 f"{reason}); {CHECKPOINT_FIX}") from None
+        if not isinstance(state, dict) or "step" not in state:
+            raise RunFolderError(f"{self.checkpoint_path}: not a checkpoint of this trainer; {CHECKPOINT_FIX}")
+        return state

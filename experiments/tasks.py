@@ -532,26 +532,36 @@ def _require_str(row: dict, key: str, where: str) -> str:
     return value
 
 
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+# One rule for numbers in every task: ASCII digits only, commas only as thousands separators
+# ("1,234" but not "4,2" or ",42"), an optional sign and decimal part. A number-like run of text
+# that breaks the rule is not a number (it is never read as a different one).
+_NUMBER_RUN = re.compile(r"-?[0-9.,]*[0-9][0-9.,]*")
+_STRICT_NUMBER = re.compile(r"-?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]+)?|-?\.[0-9]+")
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
 
 
 def parse_number(text: str) -> Fraction | None:
-    """A number like "1,234", "-5", "3.50" or ".5" as an exact Fraction; None if it is not one."""
-    text = text.strip().replace(",", "")
-    try:
-        return Fraction(text)
-    except (ValueError, ZeroDivisionError):
+    """A number like "1,234", "-5", "3.50" or ".5" as an exact Fraction; None if it is not one
+    (non-ASCII digits, misplaced commas such as "4,2" or ",42")."""
+    text = text.strip()
+    if not _STRICT_NUMBER.fullmatch(text):
         return None
+    return Fraction(text.replace(",", ""))
+
+
+def _number_runs(text: str) -> list[str]:
+    """Number-like runs of `text`, with sentence punctuation after them ("7." "7,") removed."""
+    return [run.rstrip(".,") for run in _NUMBER_RUN.findall(text)]
 
 
 def extract_final_number(completion: str) -> Fraction | None:
-    """The first number after the last "####" if there is one, else the last number in the text."""
+    """The first number after the last "####" if there is one, else the last number in the text;
+    None where that run of digits is not a well-formed number (see `parse_number`)."""
     if "####" in completion:
-        match = _NUMBER.search(completion.rsplit("####", 1)[1])
-        return parse_number(match.group()) if match else None
-    matches = _NUMBER.findall(completion)
-    return parse_number(matches[-1]) if matches else None
+        runs = _number_runs(completion.rsplit("####", 1)[1])
+        return parse_number(runs[0]) if runs else None
+    runs = _number_runs(completion)
+    return parse_number(runs[-1]) if runs else None
 
 
 class GSM8KTask(_DatasetTask):

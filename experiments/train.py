@@ -19,7 +19,6 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from algos import (
@@ -35,7 +34,7 @@ from algos import (
 )
 from experiments.config import TrainConfig, help_text, load_config
 from experiments.memory import PhaseTracker
-from experiments.runfolder import RunFolder, RunFolderBusy
+from experiments.runfolder import RunFolder, RunFolderBusy, RunFolderError, numpy_rng_state, set_numpy_rng_state
 
 
 class Preempted(Exception):
@@ -47,7 +46,7 @@ class NonFiniteLoss(RuntimeError):
 
 
 class ConfigMismatch(ValueError):
-    pass
+    """The run folder holds a run with another config (a user error: exit 2)."""
 
 
 # Every metrics.jsonl row has these keys (null where not applicable); README documents each.
@@ -230,7 +229,7 @@ class Trainer:
             self.reference = load_policy(self.policy_dir, dtype=cfg.model.dtype, device=self.device).model
             self.reference.eval().requires_grad_(False)
         self.critic = None
-        if self.algo.critic:
+        if self.algo.uses_critic:
             self.critic = ValueModel.from_policy(self.policy_dir, dtype=cfg.model.dtype, device=self.device)
         self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.critic_optimizer = (
@@ -243,6 +242,8 @@ class Trainer:
         self.samples = 0
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
+        self.stop_requested: str | None = None  # set by a preemption signal; honoured at the step's end
+        self.last_step_s = 0.0  # wall time of the last step (with its eval), for the preemption grace
 
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict:
@@ -256,7 +257,7 @@ class Trainer:
             "sampler": self.sampler.state_dict(),
             "nonfinite_in_a_row": self.nonfinite_in_a_row,
             "nonfinite_total": self.nonfinite_total,
-            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()},
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy_rng_state()},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -271,7 +272,7 @@ class Trainer:
         self.nonfinite_total = state["nonfinite_total"]
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(state["rng"]["python"])
-        np.random.set_state(state["rng"]["numpy"])
+        set_numpy_rng_state(state["rng"]["numpy"])
         self.rollout.load_weights(self.policy.state_dict())
 
     # ------------------------------------------------------------------ rollout + verify
@@ -500,8 +501,9 @@ class Trainer:
             "max_len": cfg.rollout.max_new_tokens,
         }
         loss, metrics = policy_loss(batch, algo)
-        metrics["loss"] = loss.item()
-        metrics["entropy_mean"] = masked_mean(entropy.detach(), mb_mask).item()
+        has_tokens = metrics["pg_loss"] is not None  # None: no token of this minibatch is in the loss
+        metrics["loss"] = loss.item() if has_tokens else None
+        metrics["entropy_mean"] = masked_mean(entropy.detach(), mb_mask).item() if has_tokens else None
         value_loss_value = None
         if self.critic is not None:
             new_values = self.critic.values(
@@ -514,11 +516,12 @@ class Trainer:
         if not math.isfinite(loss.item()):
             return self._skip_nonfinite(metrics, f"loss={loss.item()}")
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.grad_clip).item()
-        metrics["grad_norm"] = grad_norm
-        if not math.isfinite(grad_norm):
-            return self._skip_nonfinite(metrics, f"grad_norm={grad_norm}")
-        self.optimizer.step()
+        if has_tokens:  # no token in the loss: no policy step (Adam would still move on momentum)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.grad_clip).item()
+            metrics["grad_norm"] = grad_norm
+            if not math.isfinite(grad_norm):
+                return self._skip_nonfinite(metrics, f"grad_norm={grad_norm}")
+            self.optimizer.step()
         if self.critic is not None:
             torch.nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.grad_clip)
             self.critic_optimizer.step()
@@ -549,15 +552,19 @@ class Trainer:
         return correct / max(len(self.eval_examples), 1)
 
     # ------------------------------------------------------------------ loop
-    def fit(self) -> None:
+    def fit(self, checkpoint: dict | None) -> None:
+        """Train from `checkpoint` (a loaded state, or None: from step 0) to cfg.steps. A SIGTERM or
+        SIGUSR2 (preemption) lets the current step finish, saves a checkpoint, then raises Preempted."""
         cfg, run = self.cfg, self.run
-        checkpoint = run.load_checkpoint()
         if checkpoint is not None:
             self.load_state_dict(checkpoint)
-            run.truncate_after(self.step)
-            print(f"[train] resumed {run.path} from step {self.step}", file=sys.stderr)
+            dropped = run.truncate_after(self.step)
+            print(f"[train] resumed {run.path} from step {self.step}{_dropped_text(dropped)}", file=sys.stderr)
         else:
-            run.truncate_after(-1)
+            dropped = run.truncate_after(-1)
+            if any(dropped.values()):
+                print(f"[train] {run.path} has no checkpoint yet (killed before its first one): restarting "
+                      f"from step 0{_dropped_text(dropped)}", file=sys.stderr)
             eval_row = dict.fromkeys(METRIC_KEYS)
             eval_row.update(step=0, samples=0, eval_accuracy=self.evaluate())
             run.log_step(eval_row, [])
@@ -565,17 +572,22 @@ class Trainer:
         run.set_status("running", step=self.step, steps=cfg.steps)
         while self.step < cfg.steps:
             step = self.step + 1
+            started = time.perf_counter()
             metrics, groups = self.train_step(step)
             self.step = step
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 metrics["eval_accuracy"] = self.evaluate()
             run.log_step(metrics, groups)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            preempted = self.stop_requested is not None
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps or preempted:
                 run.save_checkpoint(self.state_dict())
             run.set_status("running", step=step, steps=cfg.steps)
+            self.last_step_s = time.perf_counter() - started
             eval_text = f" eval {metrics['eval_accuracy']:.3f}" if metrics["eval_accuracy"] is not None else ""
             print(f"[train] step {step}/{cfg.steps} reward {metrics['reward_mean']:.3f} "
                   f"acc {metrics['accuracy']:.3f}{eval_text} ({metrics['time_step_s']:.2f}s)", file=sys.stderr)
+            if preempted and step < cfg.steps:
+                raise Preempted(f"{self.stop_requested}: checkpoint saved at step {step}")
 
     def close(self) -> None:
         self.verifier.close()
@@ -616,53 +628,100 @@ def config_record(cfg: TrainConfig, warmstart_info: dict | None = None) -> dict:
     return record
 
 
+def resume_point(cfg: TrainConfig, run: RunFolder) -> tuple[str, dict | None]:
+    """Read the run folder and decide how to start, changing nothing in it.
+
+    Returns ("completed", None) for a completed run of cfg.steps, ("resume", state) with the loaded
+    checkpoint, or ("start", None). Raises ConfigMismatch when the folder holds another config,
+    and RunFolderError when it cannot be resumed as it is: an unreadable config.yaml, metrics.jsonl
+    or checkpoint; metric rows or a checkpoint without config.yaml; metric rows past the first
+    checkpoint but no checkpoint (it was deleted: resuming would silently restart the run).
+    """
+    previous = run.read_config()
+    metric_rows = run.read_metrics()
+    has_checkpoint = run.checkpoint_path.exists()
+    if previous is None:
+        if metric_rows or has_checkpoint:
+            held = f"{len(metric_rows)} metric rows" + (" and a checkpoint" if has_checkpoint else "")
+            raise RunFolderError(f"{run.path} holds {held} but no config.yaml, so its settings cannot be "
+                                 "checked; restore config.yaml, or choose another out=")
+    else:
+        mismatch = _config_mismatch(previous, cfg.to_dict())
+        if mismatch:
+            raise ConfigMismatch(f"{run.path} holds a run with a different config ({mismatch}); "
+                                 "resume it with the same settings or choose another out=")
+    status = run.status()
+    last_step = max((row["step"] for row in metric_rows), default=0)
+    if status.get("state") == "completed" and status.get("step") == cfg.steps == last_step:
+        return "completed", None
+    if has_checkpoint:
+        return "resume", run.load_checkpoint()
+    every = (previous or {}).get("checkpoint_every", cfg.checkpoint_every)
+    if last_step >= every:
+        raise RunFolderError(f"{run.checkpoint_path} is missing, but the run logged steps up to {last_step} "
+                             f"and wrote a checkpoint every {every} steps; restore checkpoint/ to resume, "
+                             "or choose another out= (nothing was changed)")
+    return "start", None
+
+
+def _dropped_text(dropped: dict[str, list[int]]) -> str:
+    """'; dropped 3 metric rows (steps 5-7) and 24 group rows, recomputed from here' or ''."""
+    metrics, groups = dropped.get("metrics.jsonl", []), dropped.get("groups.jsonl", [])
+    if not metrics and not groups:
+        return ""
+    steps = f" (steps {min(metrics)}-{max(metrics)})" if metrics else ""
+    return f"; dropped {len(metrics)} metric rows{steps} and {len(groups)} group rows, recomputed from here"
+
+
+PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+
+
 def train(cfg: TrainConfig) -> dict:
     """Run (or resume) one training run into cfg.out; returns the final status dict."""
     run = RunFolder(cfg.out)
     run.acquire()
     try:
-        status = run.status()
-        if status.get("state") == "completed" and status.get("step") == cfg.steps:
+        start, checkpoint = resume_point(cfg, run)  # raises before anything is written
+        if start == "completed":
             print(f"[train] {run.path} is already completed; nothing to do", file=sys.stderr)
-            return status
-        previous = run.read_config()
-        if previous is not None:
-            mismatch = _config_mismatch(previous, cfg.to_dict())
-            if mismatch:
-                raise ConfigMismatch(
-                    f"{run.path} holds a run with a different config ({mismatch}); "
-                    "resume it with the same settings or choose another out="
-                )
-        step = status.get("step", 0) or 0
+            return run.status()
+        step = checkpoint["step"] if checkpoint else 0
         run.set_status("running", step=step, steps=cfg.steps)
         trainer = None
-        previous_handler = None
-        if not os.environ.get("SUBMITIT_EXECUTOR"):
-            def on_sigterm(signum, frame):
-                raise Preempted("SIGTERM")
+        previous_handlers = {}
 
-            previous_handler = signal.signal(signal.SIGTERM, on_sigterm)
+        def on_preempt(signum, frame):
+            # Finish the step and checkpoint it when the last step fits in the grace time;
+            # otherwise stop now and resume from the last periodic checkpoint.
+            name = signal.Signals(signum).name
+            if trainer is None or trainer.stop_requested or trainer.last_step_s > cfg.preempt_grace_s:
+                raise Preempted(name)
+            trainer.stop_requested = name
+            print(f"[train] {name}: finishing step {trainer.step + 1}, then checkpointing", file=sys.stderr)
+
+        if not os.environ.get("SUBMITIT_EXECUTOR"):  # under submitit, its own USR2 handler requeues
+            previous_handlers = {sig: signal.signal(sig, on_preempt) for sig in PREEMPT_SIGNALS}
         try:
             trainer = Trainer(cfg, run)
             run.write_config(config_record(cfg, trainer.warmstart_info))
-            trainer.fit()
+            trainer.fit(checkpoint)
             run.set_status("completed", step=trainer.step, steps=cfg.steps)
         except (Preempted, SystemExit) as error:
             if isinstance(error, SystemExit) and not os.environ.get("SUBMITIT_EXECUTOR"):
                 run.set_status("failed", step=trainer.step if trainer else step, steps=cfg.steps,
                                error=f"SystemExit({error.code})")
                 raise
-            # SIGTERM, or submitit's exit after it requeued the job (SIGUSR2 at the time limit)
+            # SIGTERM/SIGUSR2, or submitit's exit after it requeued the job (SIGUSR2 at the time limit)
             run.set_status("preempted", step=trainer.step if trainer else step, steps=cfg.steps,
-                           error="SIGTERM: resumes from the last checkpoint when run again")
+                           error=f"{error}: resumes from the last checkpoint when run again")
             raise
         except BaseException as error:
             text = "".join(traceback.format_exception_only(type(error), error)).strip()
             run.set_status("failed", step=trainer.step if trainer else step, steps=cfg.steps, error=text)
             raise
         finally:
-            if previous_handler is not None:
-                signal.signal(signal.SIGTERM, previous_handler)
+            for sig, handler in previous_handlers.items():
+                signal.signal(sig, handler)
             if trainer is not None:
                 trainer.close()
         return run.status()
@@ -672,7 +731,10 @@ def train(cfg: TrainConfig) -> dict:
 
 def _config_mismatch(previous: dict, current: dict) -> str:
     """Keys (other than run-length and bookkeeping ones) whose value differs, as 'key: old -> new'."""
-    ignore = {"steps", "meta", "eval_every", "checkpoint_every", "threads", "device"}
+    # run length, bookkeeping, and where the folder and the model cache are (a copied or moved
+    # run folder resumes; so does one whose cache moved)
+    ignore = {"steps", "meta", "eval_every", "checkpoint_every", "threads", "device", "out", "cache_dir",
+              "preempt_grace_s"}
     diffs = []
 
     def walk(a, b, prefix=""):
@@ -701,7 +763,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         status = train(cfg)
-    except (RunFolderBusy, ConfigMismatch) as error:
+    except (RunFolderError, ConfigMismatch) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except RunFolderBusy as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
     except Preempted:

@@ -14,7 +14,8 @@ def diff(a: AlgoConfig, b: AlgoConfig) -> set[str]:
 
 def test_ppo_vs_grpo_differ_only_in_the_baseline():
     # ALGORITHMS.md: baseline (critic/GAE vs group), scaling, rollouts per prompt.
-    assert diff(preset("ppo"), preset("grpo")) == {"baseline", "critic", "scale", "group_size"}
+    assert diff(preset("ppo"), preset("grpo")) == {"baseline", "scale", "group_size"}
+    assert preset("ppo").uses_critic and not preset("grpo").uses_critic  # derived from the baseline
 
 
 def test_preset_rows_match_algorithms_md():
@@ -43,7 +44,10 @@ def test_override_returns_new_config():
         (lambda: preset("grpo", scaling="none"), "unknown algo knob"),
         (lambda: preset("grpo", scale="whiten"), "valid: group_std, batch_std, batch_whiten, none"),
         (lambda: preset("grpo", group_size=1), "needs algo.group_size >= 2"),
-        (lambda: preset("ppo", critic=False), "needs a critic"),
+        (lambda: preset("ppo", critic=False), "unknown algo knob"),   # derived from baseline=critic
+        (lambda: preset("grpo", eps=float("nan")), "algo.eps=nan: expected a finite number"),
+        (lambda: preset("grpo", tis_cap=float("inf")), "algo.tis_cap=inf: expected a finite number"),
+        (lambda: preset("ppo", value_clip=float("nan")), "algo.value_clip=nan"),
         (lambda: preset("grpo", eps_low=-0.1), "eps_low must be >= 0"),
         (lambda: preset("grpo", kl_coef=-1.0), "kl_coef must be >= 0"),
         (lambda: preset("ppo", scale="group_std"), "use scale=batch_whiten"),
@@ -102,6 +106,21 @@ def test_policy_loss_mask_truncated_and_tis():
     loss, metrics = policy_loss(batch, preset("grpo", kl_coef=0.0, tis_cap=2.0))
     assert loss.item() == pytest.approx((-1.0 + -3.0 * 2) / 2)
     assert metrics["tis_weight_mean"] == pytest.approx(1.5)
+
+
+def test_minibatch_with_no_token_in_the_loss_reports_no_statistics():
+    """Every rollout truncated under mask_truncated: the loss is 0 and ratio/clip/pg statistics
+    are None (left out of the step's means), not 0."""
+    batch = dict(
+        logp=torch.zeros(2, 2), old_logp=torch.zeros(2, 2), advantages=torch.tensor([1.0, -1.0]),
+        response_mask=torch.ones(2, 2), truncated=torch.tensor([True, True]),
+    )
+    loss, metrics = policy_loss(batch, preset("dapo"))
+    assert loss.item() == 0.0
+    assert metrics["ratio_mean"] is None and metrics["pg_loss"] is None and metrics["clip_frac_low"] is None
+    batch["truncated"] = torch.tensor([True, False])
+    _, metrics = policy_loss(batch, preset("dapo"))
+    assert metrics["ratio_mean"] == 1.0 and metrics["pg_loss"] == pytest.approx(1.0)
 
 
 def test_compute_advantages_group_and_critic():

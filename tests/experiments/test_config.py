@@ -42,6 +42,20 @@ def test_ppo_uses_more_prompts_same_samples():
         (["rollouts_per_step=30"], "not a multiple of algo.group_size=8"),
         (["algo=dapo", "algo.overlong_cache_len=20"], "exceeds rollout.max_new_tokens"),
         (["steps"], "expected key=value"),
+        (["lr=nan"], "lr='nan': expected a finite number"),
+        (["rollout.temperature=inf"], "rollout.temperature='inf': expected a finite number"),
+        (["algo.kl_coef=nan"], "algo.kl_coef='nan': expected a finite number"),
+        (["algo.eps_high=-inf"], "algo.eps_high='-inf': expected a finite number"),
+        (["algo.tis_cap=inf"], "algo.tis_cap='inf': expected a finite number"),
+        (["grad_clip=-1"], "grad_clip=-1.0 is invalid: must be > 0"),
+        (["weight_decay=-0.1"], "weight_decay=-0.1 is invalid: must be >= 0"),
+        (["threads=-1"], "threads=-1 is invalid: must be >= 0"),
+        (["model.warmstart_steps=-1"], "model.warmstart_steps=-1 is invalid"),
+        (["model.warmstart_lr=-1"], "model.warmstart_lr=-1.0 is invalid: must be > 0"),
+        (["rollout.vllm_max_model_len=0"], "rollout.vllm_max_model_len=0 is invalid: must be >= 1"),
+        (["algo.name=ppo"], "algo.name='ppo' is not a knob: pick a preset with algo=ppo"),
+        (["algo=grpo", "algo.critic=true"], "unknown key 'algo.critic'"),
+        (["task.name=gsm8k", "task.path=missing.jsonl"], "task.path='missing.jsonl': no such file or folder"),
     ],
 )
 def test_bad_config_fails_with_guidance(overrides, message):
@@ -80,3 +94,40 @@ def test_readme_documents_every_metric_and_knob(repo):
     for knob in knob_names():
         if knob != "name":
             assert f"| {knob} |" in readme or f"| **{knob}** |" in readme, knob
+
+
+def _train_main(args, capsys):
+    from experiments.train import main
+
+    code = main(args)
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "no rows"),
+    ("{not json\n", "bad JSON"),
+    ('{"q": "x", "a": "#### 1"}\n', "missing key 'question'"),
+    ('{"question": "q", "answer": "five"}\n', "no final '#### N' line"),
+])
+def test_bad_dataset_file_fails_before_the_run_folder_exists(tmp_path, capsys, content, message):
+    data = tmp_path / "data.jsonl"
+    data.write_text(content)
+    out = tmp_path / "run"
+    code, err = _train_main(["task.name=gsm8k", f"task.path={data}", f"out={out}"], capsys)
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not out.exists()
+
+
+def test_out_and_model_paths_that_cannot_work_fail_in_one_line(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for args, message in [
+        ([f"out={afile}"], "is a file, not a run folder"),
+        ([f"out={afile}/run"], "is a file, so the run folder cannot be created there"),
+        ([f"model.name={empty}", f"out={tmp_path / 'r'}"], "has no config.json"),
+    ]:
+        code, err = _train_main(args, capsys)
+        assert code == 2 and message in err and err.startswith("error: ") and err.count("\n") == 1, err
+    assert afile.read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["afile", "empty"]

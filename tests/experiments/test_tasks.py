@@ -9,7 +9,7 @@ import pytest
 
 from experiments.tasks import (
     TASKS, DatasetError, arithmetic_value, Example, ExpressionError, TaskConfig, evaluate_expression,
-    extract_final_number, extract_last_boxed, hash_split, make_task,
+    extract_final_number, extract_last_boxed, hash_split, make_task, parse_int_answer,
 )
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -298,6 +298,13 @@ def test_gsm8k_folder_with_train_and_test_files(tmp_path):
     ("no number here", 0.0),
     ("####", 0.0),
     ("", 0.0),
+    ("the answer is 7.", 1.0),          # sentence punctuation is not part of the number
+    # one rule for every task: ASCII digits, commas only as thousands separators
+    ("#### \u0667", 0.0),               # Arabic-Indic 7
+    ("#### \uff17", 0.0),               # fullwidth 7
+    ("#### \u096d", 0.0),               # Devanagari 7
+    ("#### 0,7", 0.0),
+    ("#### ,7", 0.0),
 ])
 def test_gsm8k_check(completion, score):
     task = make_task(TaskConfig(name="gsm8k", path=str(GSM8K)))
@@ -312,6 +319,12 @@ def test_gsm8k_numbers_with_commas_and_signs():
     ex = Example(prompt="q", answer="3000", target="t")
     assert task.check("#### 3,000", ex) == 1.0
     assert task.format_ok("#### 3,000", ex) and not task.format_ok("3000", ex)
+    # commas anywhere else, or other scripts' digits, are not numbers (arithmetic agrees)
+    ex42 = Example(prompt="q", answer="42", target="t")
+    for text in ["#### \u0664\u0662", "#### \uff14\uff12", "#### \u096a\u096b", "#### 4,2", "#### ,42", "#### 42,0"]:
+        assert task.check(text, ex42) == 0.0, text
+        assert parse_int_answer(text.removeprefix("#### ")) is None, text
+    assert task.check("#### 42", ex42) == 1.0 and task.check("#### 1,042", Example("q", "1042", "t")) == 1.0
 
 
 @pytest.mark.parametrize("bad_line, fault", [
