@@ -11,6 +11,7 @@ from algos.core import (
     explained_variance,
     gae,
     group_advantages,
+    informative_groups,
     kl_estimate,
     masked_mean,
     masked_whiten,
@@ -26,6 +27,6 @@ PRESETS: dict[str, AlgoConfig] = {
 __all__ = [
     "AlgoConfig", "PRESETS", "preset", "knob_names", "knob_help", "parse_knob",
     "group_advantages", "gae", "kl_estimate", "clamp_kl", "LOG_RATIO_CLAMP", "clipped_surrogate", "aggregate", "value_loss",
-    "overlong_penalty", "degenerate_groups", "advantage_stats", "explained_variance",
+    "overlong_penalty", "degenerate_groups", "informative_groups", "advantage_stats", "explained_variance",
     "masked_mean", "masked_whiten", "compute_advantages", "policy_loss", "shape_rewards",
 ]

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from algos.core import AGGREGATIONS, BASELINES, KL_KINDS
+from algos.core import AGGREGATIONS, BASELINES, FILTER_ON, KL_KINDS
 
 SCALES = ("group_std", "batch_std", "batch_whiten", "none")
 KL_PLACEMENTS = ("loss", "reward")
@@ -27,6 +27,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "aggregation": AGGREGATIONS,
     "kl_kind": KL_KINDS,
     "kl_placement": KL_PLACEMENTS,
+    "filter_on": FILTER_ON,
 }
 
 
@@ -68,6 +69,8 @@ class AlgoConfig:
     kl_placement: str = _knob("loss", "loss (GRPO: beta*KL added to the loss) | reward (PPO/InstructGPT: -beta*k1 per token)")
     # -- data
     filter_groups: bool = _knob(False, "DAPO dynamic sampling: drop degenerate groups, draw more prompts (DAPO §3.2)")
+    filter_on: str = _knob("accuracy", "what dynamic sampling judges a group on: accuracy (DAPO §3.2, verl) | "
+                                       "reward (the shaped reward)")
     filter_max_rounds: int = _knob(3, "cap on extra draw rounds of dynamic sampling per step")
     mask_truncated: bool = _knob(False, "remove truncated rollouts from the loss (DAPO §3.4 overlong filtering)")
     soft_punish: bool = _knob(False, "add DAPO's soft overlong penalty to the reward (DAPO §3.4, Eq. 13)")

@@ -19,6 +19,7 @@ BASELINES = ("critic", "group", "leave_one_out")
 GROUP_SCALES = ("group_std", "batch_std", "none")
 AGGREGATIONS = ("seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm")
 KL_KINDS = ("k1", "k2", "k3")
+FILTER_ON = ("accuracy", "reward")
 # Log ratios (and the KL's delta) are clamped to +-LOG_RATIO_CLAMP before exp: exp(20) ~ 4.9e8 is
 # finite in fp32 and bf16, and a token that far off has no useful gradient (verl clamps at 20 too).
 LOG_RATIO_CLAMP = 20.0
@@ -71,6 +72,19 @@ def degenerate_groups(rewards: Tensor, group_size: int) -> Tensor:
     """
     grouped = _grouped(rewards, group_size)  # (G, K)
     return (grouped == grouped[:, :1]).all(dim=1)
+
+
+def informative_groups(rewards: Tensor, correct: Tensor, group_size: int, *, filter_on: str = "accuracy") -> Tensor:
+    """DAPO's dynamic-sampling rule (§3.2): True for each group worth training on.
+
+    filter_on="accuracy" (DAPO §3.2 and verl's `acc` metric): a group is informative iff its K
+    verdicts are not all equal, so a shaped reward (e.g. the overlong penalty) cannot make a group
+    of wrong answers look informative; "reward": iff its K shaped rewards are not all equal.
+    rewards (B,), correct (B,) bool -> bool (groups,).
+    """
+    _check_choice(filter_on, FILTER_ON, "filter_on")
+    values = correct.float() if filter_on == "accuracy" else rewards
+    return ~degenerate_groups(values, group_size)
 
 
 def group_advantages(
@@ -324,17 +338,18 @@ def advantage_stats(
     group_size: int,
     *,
     eps: float = 1e-6,
-    success_threshold: float = 1.0,
+    correct: Tensor | None = None,
 ) -> dict:
     """The advantage statistics ALGORITHMS.md asks every run to log.
 
     rewards (B,); advantages (B,) per rollout (for token-level advantages pass the
-    per-rollout mean). Scalars are Python floats (None where undefined); per-group
+    per-rollout mean); correct (B,) bool, the verifier's verdict (None: reward >= 1 counts as
+    correct). Scalars are Python floats (None where undefined); per-group
     entries are (groups,) tensors:
         adv_mean, adv_std, adv_abs_mean, adv_zero_frac   over rollouts
         groups_degenerate_frac                            share of groups with all rewards equal
         std_gain_mean, std_gain_max                       1/(std_g + eps) over non-degenerate groups
-        group_success_rate, group_reward_mean, group_reward_std, group_std_gain (NaN if degenerate),
+        group_success_rate (share correct), group_reward_mean, group_reward_std, group_std_gain (NaN if degenerate),
         group_adv_abs_mean, group_degenerate
     For 0/1 rewards with success rate p, the gain grows like 1/sqrt(p(1-p)) (Dr.GRPO §3.1).
     """
@@ -356,7 +371,8 @@ def advantage_stats(
         "groups_degenerate_frac": degenerate.float().mean().item(),
         "std_gain_mean": informative.mean().item() if informative.numel() else None,
         "std_gain_max": informative.max().item() if informative.numel() else None,
-        "group_success_rate": (grouped >= success_threshold).float().mean(dim=1),
+        "group_success_rate": (_grouped(correct.float(), group_size) if correct is not None
+                               else (grouped >= 1.0).float()).mean(dim=1),
         "group_reward_mean": grouped.mean(dim=1),
         "group_reward_std": group_std,
         "group_std_gain": gain,

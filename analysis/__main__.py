@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 
@@ -45,6 +46,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from analysis.figures import make_all
 
+        out = Path(args.out)
+        blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            print(f"error: --out {args.out}: {blocker} is a file, not a folder; choose another --out", file=sys.stderr)
+            return 2
         start = time.perf_counter()
         runs = load_runs(args.runs, cache=not args.no_cache)
         groups = load_groups(args.runs, cache=not args.no_cache,

@@ -63,7 +63,7 @@ class TrainConfig:
     seed: int = _f(0, "seed of prompt order, sampling and minibatch order")
     steps: int = _f(80, "training steps (one rollout batch each)")
     rollouts_per_step: int = _f(256, "rollouts per step = prompts x algo.group_size (GRPO: 32 x 8; PPO: 256 x 1)")
-    lr: float = _f(5e-4, "policy learning rate (AdamW); tiny-model default, papers use ~1e-6 at 7B")
+    lr: float = _f(2e-4, "policy learning rate (AdamW); tiny-model default, papers use ~1e-6 at 7B")
     critic_lr: float = _f(1e-3, "critic learning rate (PPO)")
     weight_decay: float = _f(0.0, "AdamW weight decay")
     grad_clip: float = _f(1.0, "max global grad norm")

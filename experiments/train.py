@@ -26,6 +26,7 @@ from algos import (
     compute_advantages,
     degenerate_groups,
     explained_variance,
+    informative_groups,
     kl_estimate,
     masked_mean,
     policy_loss,
@@ -317,8 +318,9 @@ class Trainer:
             all_lengths.append(rollouts.lengths), all_degenerate.append(degenerate)
             last = (rollouts, per_rollout, rewards, correct)
             if self.algo.filter_groups:
-                keep_groups = (~degenerate).nonzero().flatten().tolist()[: wanted - kept_groups]
-                dropped += int(degenerate.sum())
+                informative = informative_groups(rewards, correct, k, filter_on=self.algo.filter_on)
+                keep_groups = informative.nonzero().flatten().tolist()[: wanted - kept_groups]
+                dropped += int((~informative).sum())
             else:
                 keep_groups = list(range(len(examples)))
             rows = [g * k + i for g in keep_groups for i in range(k)]
@@ -399,7 +401,8 @@ class Trainer:
         rewards = batch.rewards.to(self.device)
         advantages, returns = compute_advantages(rewards, mask, algo, values=values, kl_per_token=kl_reward)
         per_rollout_adv = masked_mean(advantages, mask, dim=1)  # (B,)
-        adv_stats = advantage_stats(rewards.cpu(), per_rollout_adv.cpu(), algo.group_size, eps=algo.eps)
+        adv_stats = advantage_stats(rewards.cpu(), per_rollout_adv.cpu(), algo.group_size, eps=algo.eps,
+                                    correct=batch.correct.cpu())
 
         # ---- update: epochs x minibatches
         update_metrics: dict[str, list[float]] = {}

@@ -14,6 +14,7 @@ from algos import (
     explained_variance,
     gae,
     group_advantages,
+    informative_groups,
     kl_estimate,
     masked_whiten,
     overlong_penalty,
@@ -70,6 +71,27 @@ def test_group_advantages_errors():
         group_advantages(torch.tensor([1.0, 0.0, 1.0]), 2)
     with pytest.raises(ValueError, match="valid: group_std, batch_std, none"):
         group_advantages(torch.tensor([1.0, 0.0]), 2, scale="whatever")
+
+
+def test_informative_groups_judge_accuracy_not_shaped_reward():
+    # group 0: 3 wrong answers and one correct but in the overlong zone (shaped reward 0.5 - 0.5 = 0)
+    #   -> all shaped rewards equal (0), yet one answer is right: informative on accuracy only
+    # group 1: 3 wrong + 1 wrong-and-truncated (shaped -1) -> informative on reward only (DAPO §3.2
+    #   and verl keep only the first kind: its wrong answers would get positive advantage)
+    rewards = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])
+    correct = torch.tensor([False, False, False, True, False, False, False, False])
+    assert informative_groups(rewards, correct, 4).tolist() == [True, False]
+    assert informative_groups(rewards, correct, 4, filter_on="reward").tolist() == [False, True]
+    with pytest.raises(ValueError, match="valid: accuracy, reward"):
+        informative_groups(rewards, correct, 4, filter_on="score")
+
+
+def test_success_rate_counts_correct_answers_not_shaped_reward():
+    rewards = torch.tensor([0.75, 0.0, 1.0, 0.0])          # a correct answer shaped down to 0.75
+    correct = torch.tensor([True, False, True, False])
+    stats = advantage_stats(rewards, torch.zeros(4), 2, correct=correct)
+    assert stats["group_success_rate"].tolist() == [0.5, 0.5]
+    assert advantage_stats(rewards, torch.zeros(4), 2)["group_success_rate"].tolist() == [0.0, 0.5]
 
 
 def test_degenerate_groups():

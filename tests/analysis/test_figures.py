@@ -326,6 +326,13 @@ def test_cli_reports_no_runs_and_bad_paths(tmp_path, capsys):
     assert "skipped summary: needs at least one run (found none)" in out
     assert main(["figures", str(tmp_path / "missing")]) == 2
     assert "no such file or directory" in capsys.readouterr().err
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for out in (afile, afile / "sub"):
+        assert main(["figures", str(tmp_path / "empty"), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: --out") and "is a file, not a folder" in err and err.count("\n") == 1
+    assert afile.read_text() == "x"
 
 
 @pytest.mark.slow

@@ -1,29 +1,71 @@
-"""Learning: with the default tiny arithmetic setup each preset raises held-out greedy accuracy
-clearly above its warm-start value (the README states the budget and the measured numbers).
+"""Learning: at the defaults (tiny model, 1-digit a+b+c, lr 2e-4, 80 steps of 256 rollouts) every
+preset raises the accuracy of its sampled rollouts on the train prompts, the reward RL optimises,
+well clear of noise, over three seeds; and none of them collapses the held-out accuracy.
 
-Budget: the defaults (80 steps of 256 rollouts, lr 5e-4, 1 thread), about 1-2 CPU minutes per preset.
-"Clearly": the mean of the last two evals (steps 70 and 80, 200 held-out problems each) beats the
-warm-start eval by at least 0.06, about two binomial standard errors of one eval at p ~ 0.3.
+What is compared. Training accuracy over whole passes of the train split: the mean over steps 1-21
+(the first pass over the 671 train prompts at 32 prompts a step) against steps 60-80. Each window
+holds ~5,400 samples of the same prompts, so prompt difficulty cancels; the binomial standard
+error of one run's gain is ~0.009.
+
+Seeds and floating-point paths. Seeds 0, 1, 2 (seed 2 on 2 threads, so a different summation
+order): the RL seed changes prompt order, sampling and minibatches; the warm start is shared and
+stops on the validation split (not on the eval split this test reads).
+
+The margin, from measured spread (5 seeds at 1 thread and 2 seeds at 2 threads per preset,
+BENCHMARKS.md "Learning"): per-run gains lie in 0.03-0.07 for every preset (mean ~0.05, seed SD
+~0.012), so the mean of three seeds has SD ~0.007; MARGIN = 0.02 sits more than 4 SD below every
+preset's measured mean. A preset whose mean gain falls under it has stopped learning.
+
+What does not rise: held-out (eval) accuracy. On the leak-free split (no eval problem has a
+permutation in train) the tiny model barely generalises: its warm start scores ~0.15 on eval, and
+supervised training alone plateaus at 0.15-0.30 on val over 3,000 steps. RL on the train prompts
+leaves eval within noise of the start (measured: -0.04 to +0.01 at step 80), so the test asserts
+only that the seed-mean of the final eval stays within EVAL_DROP of the start. The
+experiment where held-out accuracy rises needs a model that generalises (`small`) — see README.
 """
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from experiments.runfolder import read_jsonl
 from tests.conftest import run_cli
 
-MARGIN = 0.06
+MARGIN = 0.02       # minimum mean gain in training accuracy over the seeds (see the docstring)
+EVAL_DROP = 0.06    # the seed-mean final eval may not fall further than this below the start
+WINDOW = 21         # steps in one pass over the train split at 32 prompts a step
+SEEDS = ((0, 1), (1, 1), (2, 2))  # (seed, threads)
+
+
+def _train_gain(out) -> tuple[float, float, float]:
+    """(training-accuracy gain last WINDOW vs first WINDOW steps, eval at step 0, eval at the end)."""
+    rows = read_jsonl(out / "metrics.jsonl")
+    accuracy = [row["accuracy"] for row in rows if row["step"] > 0]
+    evals = [row["eval_accuracy"] for row in rows if row["eval_accuracy"] is not None]
+    assert len(accuracy) == 80 and rows[0]["step"] == 0
+    gain = sum(accuracy[-WINDOW:]) / WINDOW - sum(accuracy[:WINDOW]) / WINDOW
+    return gain, evals[0], evals[-1]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("algo", ["grpo", "ppo", "dr_grpo", "dapo"])
-def test_preset_raises_eval_accuracy_above_warm_start(tmp_path, warm_tiny, algo):
-    out = tmp_path / algo
-    run_cli("train", f"algo={algo}", f"out={out}", timeout=900)
-    evals = [(row["step"], row["eval_accuracy"]) for row in read_jsonl(out / "metrics.jsonl")
-             if row["eval_accuracy"] is not None]
-    start = evals[0][1]
-    assert evals[0][0] == 0 and 0.2 <= start <= 0.55, evals  # the warm-start band
-    final = (evals[-1][1] + evals[-2][1]) / 2
-    assert final >= start + MARGIN, f"{algo}: warm-start {start:.3f} -> final {final:.3f}; evals {evals}"
+def test_preset_raises_training_accuracy_over_seeds(tmp_path, warm_tiny, algo):
+    def run(seed_threads):
+        seed, threads = seed_threads
+        out = tmp_path / f"{algo}-s{seed}"
+        run_cli("train", f"algo={algo}", f"seed={seed}", f"threads={threads}", "eval_every=80", f"out={out}",
+                timeout=900)
+        return _train_gain(out)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # two runs at a time on the 2-core machine
+        results = list(pool.map(run, SEEDS))
+    gains = [gain for gain, _, _ in results]
+    start = results[0][1]
+    assert all(abs(r[1] - start) < 1e-9 for r in results), results  # the same warm start for every seed
+    mean_gain = sum(gains) / len(gains)
+    final_eval = sum(r[2] for r in results) / len(results)
+    summary = f"{algo}: training-accuracy gains {[round(g, 3) for g in gains]}, eval {start:.3f} -> {final_eval:.3f}"
+    assert mean_gain >= MARGIN, summary
+    assert final_eval >= start - EVAL_DROP, summary
 
 
 @pytest.mark.slow
@@ -33,18 +75,15 @@ def test_grpo_with_vllm_rollouts_learns_like_hf(tmp_path, warm_tiny):
     starts from the same policy (same greedy eval at step 0), learns, and its sampler's log-probs
     match the trainer's on every step within 1e-2 nats (measured: max ~1e-4).
 
-    "Learns" is judged on training accuracy, mean of the last 20 steps vs the first 20 (5,120
-    samples each): the single-seed greedy eval is too noisy at this budget to compare backends
-    (measured at step 80: HF +0.11, vLLM +0.03 over the warm start; training accuracy HF +0.09,
-    vLLM +0.04). vLLM samples with its own RNG, so the two runs' trajectories differ.
+    "Learns" is judged as in the preset test: training accuracy over the last pass of the train
+    split against the first (~5,400 samples each). vLLM samples with its own RNG, so the run's
+    trajectory differs from HF's.
     """
     out = tmp_path / "grpo-vllm"
-    run_cli("train", "algo=grpo", "rollout.backend=vllm", f"out={out}", timeout=1200)
+    run_cli("train", "algo=grpo", "rollout.backend=vllm", "eval_every=80", f"out={out}", timeout=1200)
     rows = read_jsonl(out / "metrics.jsonl")
-    evals = [row["eval_accuracy"] for row in rows if row["eval_accuracy"] is not None]
-    assert evals[0] == pytest.approx(warm_tiny["eval_accuracy"], abs=0.02)  # HF's greedy eval of the warm start
-    accuracy = [row["accuracy"] for row in rows if row["step"] > 0]
-    first, last = sum(accuracy[:20]) / 20, sum(accuracy[-20:]) / 20
-    assert last >= first + 0.03, (first, last)
+    assert rows[0]["eval_accuracy"] == pytest.approx(warm_tiny["eval_accuracy"], abs=0.02)  # HF's greedy eval
+    gain, _, _ = _train_gain(out)
+    assert gain >= MARGIN, gain
     diffs = [row["sampler_logp_diff_max"] for row in rows if row["step"] > 0]
     assert max(diffs) < 1e-2, diffs
