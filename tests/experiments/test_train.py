@@ -34,7 +34,12 @@ def test_run_folder_contract(tmp_path, algo):
     last = metrics[-1]
     assert last["eval_accuracy"] is not None and metrics[1]["eval_accuracy"] is None
     assert last["samples"] == 32
-    assert last["mem_params_bytes"] > 0 and last["mem_optimizer_bytes"] > 0 and last["mem_peak_update_bytes"] > 0
+    assert last["mem_params_bytes"] > 0 and last["mem_peak_update_bytes"] > 0
+    # AdamW holds state once it has stepped; a step whose minibatches had no token in the loss
+    # (DAPO on an untrained policy: every rollout truncated and masked) takes no optimizer step.
+    stepped = any(r["pg_loss"] is not None for r in metrics[1:])
+    assert (last["mem_optimizer_bytes"] > 0) == stepped
+    assert stepped or algo == "dapo"
     # The reference model exists only when beta > 0; the critic only for PPO.
     assert (last["mem_reference_params_bytes"] > 0) == (algo in ("grpo", "ppo", "rloo"))
     assert (last["mem_critic_params_bytes"] > 0) == (algo == "ppo")
