@@ -1,5 +1,5 @@
 """Algorithm core: pure math (`core`), knobs and presets (`config`), the composed loss (`loss`)."""
-from algos import dapo, dr_grpo, grpo, ppo, rloo
+from algos import dapo, dr_grpo, grpo, gspo, ppo, rloo
 from algos.config import AlgoConfig, knob_help, knob_names, parse_knob, preset
 from algos.core import (
     LOG_RATIO_CLAMP,
@@ -21,7 +21,7 @@ from algos.core import (
 from algos.loss import compute_advantages, policy_loss, shape_rewards
 
 PRESETS: dict[str, AlgoConfig] = {
-    module.PRESET.name: module.PRESET for module in (ppo, grpo, dr_grpo, dapo, rloo)
+    module.PRESET.name: module.PRESET for module in (ppo, grpo, dr_grpo, dapo, rloo, gspo)
 }
 
 __all__ = [

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from algos.core import AGGREGATIONS, BASELINES, FILTER_ON, KL_KINDS
+from algos.core import AGGREGATIONS, BASELINES, FILTER_ON, KL_KINDS, RATIO_LEVELS
 
 SCALES = ("group_std", "batch_std", "batch_whiten", "none")
 KL_PLACEMENTS = ("loss", "reward")
@@ -28,6 +28,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "kl_kind": KL_KINDS,
     "kl_placement": KL_PLACEMENTS,
     "filter_on": FILTER_ON,
+    "ratio_level": RATIO_LEVELS,
 }
 
 
@@ -53,6 +54,9 @@ class AlgoConfig:
     norm_len: int | None = _knob(None, "L of seq_mean_token_sum_norm; None: the run's rollout.max_new_tokens")
     eps_low: float = _knob(0.2, "clip range below 1 (PPO Eq. 7)")
     eps_high: float = _knob(0.2, "clip range above 1; DAPO's clip-higher uses 0.28 (DAPO §3.1)")
+    ratio_level: str = _knob("token", "token (PPO/GRPO) | sequence (GSPO Eq. 5: one length-normalised ratio per "
+                                      "rollout, clipped per sequence)")
+    entropy_coef: float = _knob(0.0, "entropy bonus: subtract coef x entropy (aggregated like the loss); 0 in every preset")
     dual_clip: float | None = _knob(
         None, "c > 1: cap the loss of A<0 tokens at c*|A| (dual-clip, Ye et al. 2020; verl: 3); None: off (every preset)"
     )
@@ -120,7 +124,7 @@ def validate(cfg: AlgoConfig) -> None:
         value = getattr(cfg, f.name)
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"algo.{f.name}={value}: expected a finite number")
-    for knob in ("eps", "eps_low", "eps_high", "kl_coef", "value_clip"):
+    for knob in ("eps", "eps_low", "eps_high", "kl_coef", "value_clip", "entropy_coef"):
         if getattr(cfg, knob) < 0:
             raise ValueError(f"algo.{knob} must be >= 0, got {getattr(cfg, knob)}")
     if cfg.eps_low >= 1:
@@ -167,7 +171,7 @@ def validate(cfg: AlgoConfig) -> None:
 def preset(name: str, **overrides: Any) -> AlgoConfig:
     """The named algorithm's config, with optional knob overrides.
 
-    Names: ppo, grpo, dr_grpo, dapo, rloo. `preset("grpo", scale="none")` is GRPO without
+    Names: ppo, grpo, dr_grpo, dapo, rloo, gspo. `preset("grpo", scale="none")` is GRPO without
     std-normalization.
     """
     from algos import PRESETS

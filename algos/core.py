@@ -20,6 +20,7 @@ GROUP_SCALES = ("group_std", "batch_std", "none")
 AGGREGATIONS = ("seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm")
 KL_KINDS = ("k1", "k2", "k3")
 FILTER_ON = ("accuracy", "reward")
+RATIO_LEVELS = ("token", "sequence")
 # Log ratios (and the KL's delta) are clamped to +-LOG_RATIO_CLAMP before exp: exp(20) ~ 4.9e8 is
 # finite in fp32 and bf16, and a token that far off has no useful gradient (verl clamps at 20 too).
 LOG_RATIO_CLAMP = 20.0
@@ -203,6 +204,8 @@ def clipped_surrogate(
     eps_low: float = 0.2,
     eps_high: float = 0.2,
     dual_clip: float | None = None,
+    ratio_level: str = "token",
+    response_mask: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """PPO's clipped surrogate per token (Schulman et al. 2017, Eq. 7; DAPO §3.1 clip-higher),
     optionally dual-clipped (Ye et al. 2020, "Mastering Complex Control in MOBA Games", Eq. 5).
@@ -210,6 +213,12 @@ def clipped_surrogate(
         ratio = exp(clamp(logp - old_logp, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))
         l_t   = -min(ratio * A, clip(ratio, 1 - eps_low, 1 + eps_high) * A)
         dual_clip = c > 1, where A < 0:  l_t = min(l_t, -c * A)
+
+    ratio_level="sequence" (GSPO, Zheng et al. 2025, Eq. 5-7): one ratio per rollout,
+        s_i = exp((1/|o_i|) sum_t (logp - old_logp)) over the tokens of `response_mask`, used in
+        place of every token's ratio (the per-token loss is then the same at each token of a
+        rollout, so `seq_mean_token_mean` gives GSPO's (1/G) sum_i l_i); its gradient reaches every
+        token through the mean. Needs `response_mask` (B, T) and a per-rollout advantage.
 
     For A < 0 the clipped surrogate alone grows without bound in the ratio; dual-clip caps that
     token's loss at c*|A| (and its gradient at 0). The log-ratio clamp keeps exp finite for a
@@ -229,7 +238,15 @@ def clipped_surrogate(
     if advantages.dim() == 1:
         advantages = advantages[:, None].expand_as(logp)  # (B,) -> (B, T)
     advantages = advantages.detach()
-    ratio = torch.exp((logp - old_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))
+    _check_choice(ratio_level, RATIO_LEVELS, "ratio_level")
+    log_ratio = logp - old_logp  # (B, T)
+    if ratio_level == "sequence":
+        if response_mask is None:
+            raise ValueError("ratio_level='sequence' needs response_mask (B, T) for each rollout's mean log ratio")
+        mask = response_mask.to(log_ratio.dtype)
+        seq_log_ratio = (log_ratio * mask).sum(1) / mask.sum(1).clamp(min=1)  # (B,)
+        log_ratio = seq_log_ratio[:, None].expand_as(logp)  # (B,) -> (B, T)
+    ratio = torch.exp(log_ratio.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))
     unclipped = ratio * advantages
     clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high) * advantages
     per_token_loss = -torch.min(unclipped, clipped)

@@ -84,6 +84,7 @@ def policy_loss(batch: dict[str, Tensor], cfg: AlgoConfig) -> tuple[Tensor, dict
         ref_logp (B, T)       needed when kl_coef > 0 and kl_placement == "loss"
         sampler_logp (B, T)   needed when tis_cap is set (sampler != trainer, e.g. vLLM)
         truncated (B,) bool   needed when mask_truncated
+        entropy (B, T)        needed when entropy_coef > 0 (with gradient)
         max_len int           L for seq_mean_token_sum_norm when cfg.norm_len is None
     Returns the scalar loss and float metrics (pg_loss, kl_loss, clip_frac_low, clip_frac_high,
     clip_frac_dual (None without dual_clip), ratio_mean, tis_weight_mean, kl_clamp_frac); every
@@ -97,7 +98,7 @@ def policy_loss(batch: dict[str, Tensor], cfg: AlgoConfig) -> tuple[Tensor, dict
     logp = batch["logp"]
     per_token, stats = clipped_surrogate(
         logp, batch["old_logp"], batch["advantages"], eps_low=cfg.eps_low, eps_high=cfg.eps_high,
-        dual_clip=cfg.dual_clip,
+        dual_clip=cfg.dual_clip, ratio_level=cfg.ratio_level, response_mask=mask,
     )
     metrics: dict[str, float] = {}
     if cfg.tis_cap is not None:
@@ -120,6 +121,12 @@ def policy_loss(batch: dict[str, Tensor], cfg: AlgoConfig) -> tuple[Tensor, dict
         loss = pg_loss + cfg.kl_coef * kl_loss
         if cfg.kl_clamp is not None:
             metrics["kl_clamp_frac"] = masked_mean(kl_clamped, mask).item()
+    if cfg.entropy_coef > 0:
+        if batch.get("entropy") is None:
+            raise ValueError("entropy_coef > 0 needs batch['entropy'] (B, T) with gradient")
+        entropy_loss = aggregate(batch["entropy"], mask, cfg.aggregation, max_len=max_len)
+        loss = loss - cfg.entropy_coef * entropy_loss
+        metrics["entropy_bonus"] = entropy_loss.item()
     metrics.update(
         pg_loss=pg_loss.item(),
         kl_loss=kl_loss.item(),

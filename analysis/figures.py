@@ -64,7 +64,7 @@ class SkipFigure(Exception):
 
 # ----------------------------------------------------------------------------- style
 
-PRESETS = ("ppo", "grpo", "dr_grpo", "dapo", "rloo")
+PRESETS = ("ppo", "grpo", "dr_grpo", "dapo", "rloo", "gspo")
 PRESET_COLORS: dict[str, str] = {  # seaborn "colorblind"; fixed so every figure agrees
     "ppo": "#0173b2",      # blue
     "grpo": "#de8f05",     # orange
@@ -84,7 +84,7 @@ _DPI = 200
 
 
 def algo_order(labels: Sequence[str]) -> list[str]:
-    """Presets in a fixed order (ppo, grpo, dr_grpo, dapo, rloo), each followed by its variants."""
+    """Presets in a fixed order (ppo, grpo, dr_grpo, dapo, rloo, gspo), each followed by its variants."""
     def key(label: str):
         base = label.split(" ", 1)[0]
         return (PRESETS.index(base) if base in PRESETS else len(PRESETS), base, label != base, label)

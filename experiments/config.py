@@ -271,7 +271,7 @@ def help_text() -> str:
         if f.name in ("algo", *SECTIONS):
             continue
         lines.append(f"  {f.name:<28} {f.default!s:<12} {f.metadata.get('help', '')}")
-    lines += ["", "algo (algo=ppo|grpo|dr_grpo|dapo|rloo picks a preset; algo.KNOB=VALUE overrides; defaults: grpo):"]
+    lines += ["", "algo (algo=ppo|grpo|dr_grpo|dapo|rloo|gspo picks a preset; algo.KNOB=VALUE overrides; defaults: grpo):"]
     grpo = preset("grpo")
     for knob, doc in knob_help().items():
         choices = f" [{'|'.join(ALGO_CHOICES[knob])}]" if knob in ALGO_CHOICES else ""

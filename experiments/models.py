@@ -324,18 +324,20 @@ def _check_response_len(input_ids: Tensor, response_len: int) -> None:
         )
 
 
-def logprobs_and_entropy(logits: Tensor, tokens: Tensor, temperature: float = 1.0) -> tuple[Tensor, Tensor]:
+def logprobs_and_entropy(logits: Tensor, tokens: Tensor, temperature: float = 1.0,
+                         *, entropy_grad: bool = False) -> tuple[Tensor, Tensor]:
     """log softmax(logits / temperature) at ``tokens`` and the entropy of that distribution.
 
     logits: (..., V) any float dtype; tokens: (...). Returns two float32 tensors of shape (...).
     logp = z[token] - logsumexp(z) with z = logits / temperature: no log_softmax tensor is built, and
-    the autograd graph keeps only z. The entropy is computed without gradient (a diagnostic: no
-    algorithm here differentiates it), so its (..., V) softmax is freed at once.
+    the autograd graph keeps only z. By default the entropy is computed without gradient (a
+    diagnostic), so its (..., V) softmax is freed at once; ``entropy_grad=True`` (an entropy bonus
+    in the loss) keeps its graph.
     """
     z = logits.float() / temperature  # (..., V)
     lse = torch.logsumexp(z, dim=-1)  # (...)
     logp = z.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - lse  # (...)
-    with torch.no_grad():
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
         entropy = lse - (torch.softmax(z, dim=-1) * z).sum(-1)  # H = -sum p (z - lse) = lse - sum p z
     return logp, entropy
 
@@ -348,6 +350,7 @@ def response_logprobs(
     *,
     temperature: float = 1.0,
     chunk_size: int | None = None,
+    entropy_grad: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Log-probs of the response tokens and the entropy at each response position.
 
@@ -359,7 +362,7 @@ def response_logprobs(
     Position ids come from the attention mask. Only the T logit rows that predict the response are
     computed (``logits_to_keep``), so memory is O(B*T*V), not O(B*(P+T)*V); with a large vocabulary
     set ``chunk_size`` to run the batch in chunks of that many rows. Gradients flow into logp;
-    the entropy is detached.
+    the entropy is detached unless ``entropy_grad``.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 for log-probs (greedy decoding has none); got {temperature}")
@@ -379,7 +382,7 @@ def response_logprobs(
             use_cache=False,
         )
         logits = out.logits[:, :-1]  # (b, T, V)
-        logp, entropy = logprobs_and_entropy(logits, input_ids[rows, -T:], temperature)
+        logp, entropy = logprobs_and_entropy(logits, input_ids[rows, -T:], temperature, entropy_grad=entropy_grad)
         logps.append(logp)
         entropies.append(entropy)
     return torch.cat(logps), torch.cat(entropies)

@@ -491,7 +491,7 @@ class Trainer:
 
     def _minibatch(self, rollouts, rows, old_logp, ref_logp, advantages, returns, old_values, mask) -> dict:
         cfg, algo = self.cfg, self.algo
-        logp, entropy = self._forward_logp(self.policy, rollouts, rows)
+        logp, entropy = self._forward_logp(self.policy, rollouts, rows, entropy_grad=algo.entropy_coef > 0)
         mb_mask = mask[rows]
         batch = {
             "logp": logp,
@@ -501,6 +501,7 @@ class Trainer:
             "response_mask": mb_mask,
             "sampler_logp": rollouts.sampler_logp[rows].to(self.device),
             "truncated": rollouts.truncated[rows].to(self.device),
+            "entropy": entropy,
             "max_len": cfg.rollout.max_new_tokens,
         }
         loss, metrics = policy_loss(batch, algo)

@@ -197,6 +197,32 @@ def test_clamp_kl_hand_computed():
         clamp_kl(kl, 0.0)
 
 
+def test_gspo_sequence_ratio_hand_computed():
+    # rollout 0: token log-ratios [log 2, 0, (masked) 5] -> mean log 2 / 2 -> s = sqrt 2 ~ 1.414;
+    #   A = +1 > 0 and s > 1.2: clipped high, loss -1.2 at each token, no gradient
+    # rollout 1: log-ratios log 0.5 x 3 -> s = 0.5; A = -1 and s < 0.8: clipped low, loss 0.8
+    old = torch.zeros(2, 3)
+    logp = torch.tensor([[math.log(2), 0.0, 5.0], [math.log(0.5)] * 3])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    loss, stats = clipped_surrogate(logp, old, torch.tensor([1.0, -1.0]), ratio_level="sequence", response_mask=mask)
+    assert close(loss[0, :2], [-1.2, -1.2]) and close(loss[1], [0.8, 0.8, 0.8])
+    assert close(stats["ratio"][0, :2], [math.sqrt(2)] * 2) and close(stats["ratio"][1], [0.5] * 3)
+    assert stats["clip_high"][0, :2].tolist() == [1.0, 1.0] and stats["clip_low"][1].tolist() == [1.0] * 3
+    # unclipped: s = exp((0.1 + 0.05) / 2) = exp(0.075); loss_t = -s*A at every token, and the
+    # gradient of the rollout's mean loss reaches each unmasked token as -s * A / |o| (Eq. 10)
+    logp = torch.tensor([[0.1, 0.05, 9.0]], requires_grad=True)
+    loss, _ = clipped_surrogate(logp, torch.zeros(1, 3), torch.tensor([1.0]), ratio_level="sequence",
+                                response_mask=mask[:1])
+    s = math.exp(0.075)
+    assert close(loss[0, :2], [-s, -s])
+    (loss * mask[:1]).sum().div(2).backward()
+    assert close(logp.grad, [[-s / 2, -s / 2, 0.0]])
+    with pytest.raises(ValueError, match="needs response_mask"):
+        clipped_surrogate(logp, torch.zeros(1, 3), torch.tensor([1.0]), ratio_level="sequence")
+    with pytest.raises(ValueError, match="valid: token, sequence"):
+        clipped_surrogate(logp, torch.zeros(1, 3), torch.tensor([1.0]), ratio_level="seq")
+
+
 def test_surrogate_broadcasts_sequence_advantages():
     logp = torch.zeros(2, 3)
     loss, _ = clipped_surrogate(logp, logp, torch.tensor([1.0, -2.0]))

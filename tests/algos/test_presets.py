@@ -26,6 +26,8 @@ def test_preset_rows_match_algorithms_md():
     assert preset("dapo").eps_high == 0.28 and preset("dapo").eps_low == 0.2
     assert preset("grpo").kl_coef == 0.04 and preset("ppo").kl_coef == 0.04
     assert diff(preset("grpo"), preset("rloo")) == {"baseline", "scale"}
+    assert diff(preset("grpo"), preset("gspo")) == {"ratio_level", "eps_low", "eps_high", "kl_coef"}
+    assert (preset("gspo").eps_low, preset("gspo").eps_high) == (3e-4, 4e-4)
 
 
 def test_override_returns_new_config():
@@ -40,7 +42,7 @@ def test_override_returns_new_config():
 @pytest.mark.parametrize(
     "call,message",
     [
-        (lambda: preset("ppo2"), "unknown algorithm 'ppo2'; valid: ppo, grpo, dr_grpo, dapo, rloo"),
+        (lambda: preset("ppo2"), "unknown algorithm 'ppo2'; valid: ppo, grpo, dr_grpo, dapo, rloo, gspo"),
         (lambda: preset("grpo", scaling="none"), "unknown algo knob"),
         (lambda: preset("grpo", scale="whiten"), "valid: group_std, batch_std, batch_whiten, none"),
         (lambda: preset("grpo", group_size=1), "needs algo.group_size >= 2"),
@@ -106,6 +108,21 @@ def test_policy_loss_mask_truncated_and_tis():
     loss, metrics = policy_loss(batch, preset("grpo", kl_coef=0.0, tis_cap=2.0))
     assert loss.item() == pytest.approx((-1.0 + -3.0 * 2) / 2)
     assert metrics["tis_weight_mean"] == pytest.approx(1.5)
+
+
+def test_entropy_bonus_hand_computed():
+    # ratio 1, A = +1 over 2 tokens: pg = -1 (seq_mean_token_mean); entropies 0.5 and 1.5 -> mean 1.0;
+    # loss = -1 - 0.1 * 1.0 = -1.1; d loss / d entropy_t = -0.1 / 2 per token
+    entropy = torch.tensor([[0.5, 1.5]], requires_grad=True)
+    batch = dict(logp=torch.zeros(1, 2), old_logp=torch.zeros(1, 2), advantages=torch.tensor([1.0]),
+                 response_mask=torch.ones(1, 2), entropy=entropy)
+    loss, metrics = policy_loss(batch, preset("grpo", kl_coef=0.0, entropy_coef=0.1))
+    assert loss.item() == pytest.approx(-1.1) and metrics["entropy_bonus"] == pytest.approx(1.0)
+    loss.backward()
+    assert entropy.grad[0].tolist() == pytest.approx([-0.05, -0.05])
+    assert policy_loss({**batch, "entropy": None}, preset("grpo", kl_coef=0.0))[0].item() == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="entropy_coef > 0 needs batch"):
+        policy_loss({**batch, "entropy": None}, preset("grpo", kl_coef=0.0, entropy_coef=0.1))
 
 
 def test_minibatch_with_no_token_in_the_loss_reports_no_statistics():

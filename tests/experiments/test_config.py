@@ -33,7 +33,7 @@ def test_ppo_uses_more_prompts_same_samples():
         (["stepz=3"], "unknown key 'stepz'. Did you mean steps"),
         (["task.nam=x"], "Did you mean task.name"),
         (["steps=ten"], "steps='ten': expected int"),
-        (["algo=ppo2"], "unknown algorithm 'ppo2'; valid: ppo, grpo, dr_grpo, dapo, rloo"),
+        (["algo=ppo2"], "unknown algorithm 'ppo2'; valid: ppo, grpo, dr_grpo, dapo, rloo, gspo"),
         (["algo.scale=whiten"], "valid: group_std, batch_std, batch_whiten, none"),
         (["algo.group_size=1"], "needs algo.group_size >= 2"),
         (["rollout.backend=sglang"], "valid: hf, vllm"),

@@ -23,7 +23,7 @@ def rows(run: Path) -> list[dict]:
     return read_jsonl(run / "metrics.jsonl")
 
 
-@pytest.mark.parametrize("algo", ["grpo", "ppo", "dapo", "dr_grpo", "rloo"])
+@pytest.mark.parametrize("algo", ["grpo", "ppo", "dapo", "dr_grpo", "rloo", "gspo"])
 def test_run_folder_contract(tmp_path, algo):
     out = tmp_path / algo
     run_cli("train", f"algo={algo}", "steps=2", f"out={out}", *FAST)
