@@ -18,6 +18,7 @@ from typing import Any
 from algos import AlgoConfig, knob_help, parse_knob, preset
 from algos.config import CHOICES as ALGO_CHOICES
 from algos.config import coerce as _coerce
+from experiments.schedule import LR_SCHEDULES
 from experiments.tasks import TaskConfig
 
 ROLLOUT_BACKENDS = ("hf", "vllm")
@@ -65,6 +66,8 @@ class TrainConfig:
     rollouts_per_step: int = _f(256, "rollouts per step = prompts x algo.group_size (GRPO: 32 x 8; PPO: 256 x 1)")
     lr: float = _f(2e-4, "policy learning rate (AdamW); tiny-model default, papers use ~1e-6 at 7B")
     critic_lr: float = _f(1e-3, "critic learning rate (PPO)")
+    lr_schedule: str = _f("constant", "constant | linear | cosine decay to 0 at the last step (policy and critic)")
+    lr_warmup_steps: int = _f(0, "linear lr warm-up over the first N steps")
     weight_decay: float = _f(0.0, "AdamW weight decay")
     grad_clip: float = _f(1.0, "max global grad norm")
     eval_every: int = _f(10, "greedy eval on the held-out split every N steps (and at steps 0 and the last)")
@@ -92,6 +95,7 @@ class TrainConfig:
 
 SECTIONS = {"task": TaskConfig, "model": ModelConfig, "rollout": RolloutConfig}
 _CHOICES = {
+    "lr_schedule": LR_SCHEDULES,
     "rollout.backend": ROLLOUT_BACKENDS,
     "device": DEVICES,
     "model.dtype": DTYPES,
@@ -190,6 +194,7 @@ def finalize(cfg: TrainConfig) -> TrainConfig:
         ("weight_decay", cfg.weight_decay >= 0, ">= 0"),
         ("grad_clip", cfg.grad_clip > 0, "> 0 (a negative max norm would flip the update)"),
         ("threads", cfg.threads >= 0, ">= 0 (0: torch's default)"),
+        ("lr_warmup_steps", cfg.lr_warmup_steps >= 0, ">= 0"),
         ("model.warmstart_steps", cfg.model.warmstart_steps >= 0, ">= 0"),
         ("model.warmstart_lr", cfg.model.warmstart_lr > 0, "> 0"),
         ("rollout.vllm_max_model_len", cfg.rollout.vllm_max_model_len >= 1, ">= 1"),

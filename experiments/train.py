@@ -36,6 +36,7 @@ from algos import (
 from experiments.config import TrainConfig, help_text, load_config
 from experiments.memory import PhaseTracker
 from experiments.runfolder import RunFolder, RunFolderBusy, RunFolderError, numpy_rng_state, set_numpy_rng_state
+from experiments.schedule import lr_factor
 
 
 class Preempted(Exception):
@@ -471,7 +472,7 @@ class Trainer:
             "time_step_s": step_time,
             "tokens_per_s": response_tokens / step_time if step_time > 0 else None,
             "response_tokens": response_tokens,
-            "lr": self.cfg.lr,
+            "lr": self.optimizer.param_groups[0]["lr"],
             "eval_accuracy": None,
         }
         groups = []
@@ -545,6 +546,13 @@ class Trainer:
             )
         return {k: v for k, v in metrics.items() if k in ("value_loss",)}
 
+    def _set_lr(self, step: int) -> None:
+        """This step's lr for the policy and the critic (`experiments.schedule`)."""
+        factor = lr_factor(step, self.cfg.steps, self.cfg.lr_schedule, self.cfg.lr_warmup_steps)
+        for optimizer, base in ((self.optimizer, self.cfg.lr), (self.critic_optimizer, self.cfg.critic_lr)):
+            for group in optimizer.param_groups if optimizer is not None else ():
+                group["lr"] = base * factor
+
     # ------------------------------------------------------------------ eval
     @torch.no_grad()
     def evaluate(self, batch_size: int = 128) -> float:
@@ -577,6 +585,7 @@ class Trainer:
         while self.step < cfg.steps:
             step = self.step + 1
             started = time.perf_counter()
+            self._set_lr(step)
             metrics, groups = self.train_step(step)
             self.step = step
             if step % cfg.eval_every == 0 or step == cfg.steps:
