@@ -834,11 +834,13 @@ def summary_table(runs: pd.DataFrame, *, threshold: float = 0.5, window: int = 1
     completed); p_improve_*: P(this algorithm's final accuracy > `baseline`'s) with interval;
     steps_to_threshold: first step where the mean eval accuracy over seeds (trailing mean over
     `window` evals) reaches `threshold`; peak_mem_bytes: max over steps of mem_peak_bytes, mean
-    over runs; tokens_per_s: mean over steps, mean over runs.
+    over runs; tokens_per_s: mean over steps, mean over runs; final_eval_pass@k (runs logged
+    with eval_samples): mean over runs of each run's final pass@k.
     """
     if runs.empty:
         return pd.DataFrame()
     runs = _settings(runs)
+    pass_columns = sorted((c for c in runs.columns if c.startswith("eval_pass@")), key=lambda c: int(c.split("@")[1]))
     rows = []
     for (task, model), setting in runs.groupby(list(SETTING_KEYS), sort=True):
         finals: dict[str, np.ndarray] = {}
@@ -866,10 +868,13 @@ def summary_table(runs: pd.DataFrame, *, threshold: float = 0.5, window: int = 1
                                                             threshold, window=window) if wide.size else np.nan)
             row["peak_mem_bytes"] = part.groupby("run")["mem_peak_bytes"].max().mean()
             row["tokens_per_s"] = part.groupby("run")["tokens_per_s"].mean().mean()
+            for column in pass_columns:  # eval_pass@k of runs with eval_samples: mean final value over runs
+                finals_k = final_values(part, column) if part[column].notna().any() else pd.Series(dtype=float)
+                row[f"final_{column}"] = finals_k.mean() if len(finals_k) else np.nan
             rows.append(row)
     columns = ["task.name", "model.name", "algo", "n_runs", "n_completed", "final_over_unfinished", "final_acc_iqm",
                "final_acc_low", "final_acc_high", "p_improve", "p_improve_low", "p_improve_high",
-               "steps_to_threshold", "peak_mem_bytes", "tokens_per_s"]
+               "steps_to_threshold", "peak_mem_bytes", "tokens_per_s", *(f"final_{c}" for c in pass_columns)]
     return pd.DataFrame.from_records(rows).reindex(columns=columns)
 
 

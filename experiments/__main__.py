@@ -4,7 +4,8 @@ commands:
   train      train one run (resumes an existing run folder)      python -m experiments train --help
   warmstart  build + supervised warm-start a size preset          python -m experiments warmstart task.name=arithmetic model.name=tiny
   sweep      run a grid locally or as one SLURM array job         python -m experiments sweep GRID.yaml [executor=local|slurm] [--wait]
-  status     table of the runs of a sweep folder                  python -m experiments status SWEEP_DIR
+  status     table of the runs of a sweep folder (or of one run)  python -m experiments status SWEEP_DIR|RUN_DIR
+  samples    print a run's logged completions                     python -m experiments samples RUN [--step N] [--incorrect]
 """
 import sys
 
@@ -30,7 +31,11 @@ def main(argv: list[str]) -> int:
         from experiments.sweep import main_status as run
 
         return run(rest)
-    print(f"error: unknown command {command!r}; valid: train, warmstart, sweep, status", file=sys.stderr)
+    if command == "samples":
+        from experiments.samples import main as run
+
+        return run(rest)
+    print(f"error: unknown command {command!r}; valid: train, warmstart, sweep, status, samples", file=sys.stderr)
     return 2
 
 

@@ -58,6 +58,17 @@ class RolloutConfig:
 
 
 @dataclass
+class LogConfig:
+    """What a run writes beside metrics.jsonl (none of it changes what the run computes)."""
+
+    samples_per_step: int = _f(4, "rollouts per step kept in samples.jsonl (prompt, response, reward, correct), "
+                                  "and greedy eval completions per eval; 0: none")
+    tensorboard: bool = _f(False, "also write every metric to RUN/tb/ (TensorBoard event files; pip install '.[tensorboard]')")
+    wandb: str = _f("", "also log every metric to this Weights & Biases project (WANDB_MODE=offline works "
+                        "without a network; pip install '.[wandb]'); '' = off")
+
+
+@dataclass
 class TrainConfig:
     out: str = _f("", "run folder (default runs/<name>); re-running on an existing folder resumes it")
     name: str = _f("", "run name (default <algo>-<task>-<model>-s<seed>)")
@@ -72,6 +83,9 @@ class TrainConfig:
     grad_clip: float = _f(1.0, "max global grad norm")
     eval_every: int = _f(10, "greedy eval on the held-out split every N steps (and at steps 0 and the last)")
     eval_size: int = _f(200, "eval examples used (at most task.n_eval)")
+    eval_samples: int = _f(0, "pass@k: N sampled completions per eval problem at eval_temperature (0: greedy only)")
+    eval_temperature: float = _f(1.0, "sampling temperature of the pass@k completions")
+    eval_pass_k: str = _f("1,4,8", "k values of pass@k (each <= eval_samples), logged as eval_pass@k")
     checkpoint_every: int = _f(10, "write checkpoint/ every N steps (and at the last)")
     max_nonfinite: int = _f(3, "stop with state=failed after N consecutive non-finite losses/grad norms")
     preempt_grace_s: float = _f(20.0, "on SIGTERM/SIGUSR2: finish the step and checkpoint it if the last step "
@@ -84,6 +98,7 @@ class TrainConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -92,8 +107,15 @@ class TrainConfig:
     def prompts_per_step(self) -> int:
         return self.rollouts_per_step // self.algo.group_size
 
+    @property
+    def pass_ks(self) -> list[int]:
+        """The k of each logged eval_pass@k (none without eval_samples)."""
+        from experiments.evaluate import parse_ks
 
-SECTIONS = {"task": TaskConfig, "model": ModelConfig, "rollout": RolloutConfig}
+        return parse_ks(self.eval_pass_k, self.eval_samples) if self.eval_samples else []
+
+
+SECTIONS = {"task": TaskConfig, "model": ModelConfig, "rollout": RolloutConfig, "log": LogConfig}
 _CHOICES = {
     "lr_schedule": LR_SCHEDULES,
     "rollout.backend": ROLLOUT_BACKENDS,
@@ -166,6 +188,7 @@ def load_config(overrides: list[str]) -> TrainConfig:
         task=TaskConfig(**sections["task"]),
         model=ModelConfig(**sections["model"]),
         rollout=RolloutConfig(**sections["rollout"]),
+        log=LogConfig(**sections["log"]),
     )
     return finalize(cfg)
 
@@ -195,6 +218,9 @@ def finalize(cfg: TrainConfig) -> TrainConfig:
         ("grad_clip", cfg.grad_clip > 0, "> 0 (a negative max norm would flip the update)"),
         ("threads", cfg.threads >= 0, ">= 0 (0: torch's default)"),
         ("lr_warmup_steps", cfg.lr_warmup_steps >= 0, ">= 0"),
+        ("eval_samples", cfg.eval_samples >= 0, ">= 0"),
+        ("eval_temperature", cfg.eval_temperature > 0, "> 0"),
+        ("log.samples_per_step", cfg.log.samples_per_step >= 0, ">= 0"),
         ("model.warmstart_steps", cfg.model.warmstart_steps >= 0, ">= 0"),
         ("model.warmstart_lr", cfg.model.warmstart_lr > 0, "> 0"),
         ("rollout.vllm_max_model_len", cfg.rollout.vllm_max_model_len >= 1, ">= 1"),
@@ -213,6 +239,10 @@ def finalize(cfg: TrainConfig) -> TrainConfig:
         raise ValueError(f"model.warmstart_band={cfg.model.warmstart_band!r}: expected 'low,high', e.g. 0.1,0.5") from None
     if not 0 <= low <= high <= 1:
         raise ValueError(f"model.warmstart_band={cfg.model.warmstart_band!r}: need 0 <= low <= high <= 1")
+    if cfg.eval_samples:
+        from experiments.evaluate import parse_ks
+
+        parse_ks(cfg.eval_pass_k, cfg.eval_samples)
     from experiments.models import SIZES
 
     if cfg.model.name not in SIZES and not Path(cfg.model.name).is_dir():

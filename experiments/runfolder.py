@@ -1,5 +1,5 @@
 """The run folder contract (docs/DESIGN.md): config.yaml, metrics.jsonl, groups.jsonl,
-status.json, checkpoint/, lock. Every write that a reader may see half-done is atomic
+samples.jsonl, status.json, checkpoint/, lock. Every write that a reader may see half-done is atomic
 (temporary name, then rename); JSONL files are appended and flushed row by row.
 """
 from __future__ import annotations
@@ -95,6 +95,7 @@ class RunFolder:
         self.path = Path(path)
         self.metrics_path = self.path / "metrics.jsonl"
         self.groups_path = self.path / "groups.jsonl"
+        self.samples_path = self.path / "samples.jsonl"
         self.status_path = self.path / "status.json"
         self.config_path = self.path / "config.yaml"
         self.checkpoint_path = self.path / "checkpoint" / "state.pt"
@@ -176,7 +177,7 @@ class RunFolder:
         rows written after the checkpoint we resume from are recomputed, never duplicated.
         Returns the steps of the dropped rows per file name (for the message that says so)."""
         dropped = {}
-        for path in (self.metrics_path, self.groups_path):
+        for path in (self.metrics_path, self.groups_path, self.samples_path):
             rows = read_jsonl(path, require_step=True)
             kept = [row for row in rows if row["step"] <= step]
             dropped[path.name] = [row["step"] for row in rows if row["step"] > step]
@@ -191,9 +192,13 @@ class RunFolder:
             handle.flush()
             os.fsync(handle.fileno())
 
-    def log_step(self, metrics: dict, groups: list[dict]) -> None:
+    def log_step(self, metrics: dict, groups: list[dict], samples: list[dict] = ()) -> None:
+        """One step's rows: groups.jsonl and samples.jsonl first, metrics.jsonl last (a step whose
+        metrics row exists has all its rows)."""
         if groups:
             self.append(self.groups_path, groups)
+        if samples:
+            self.append(self.samples_path, list(samples))
         self.append(self.metrics_path, [metrics])
 
     # ---------------------------------------------------------------- checkpoint

@@ -8,6 +8,7 @@ Nothing here branches on an algorithm's name: behaviour comes from the knobs of 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -371,7 +372,7 @@ class Trainer:
             temperature=self.cfg.rollout.temperature, **kw,
         )
 
-    def train_step(self, step: int) -> tuple[dict, list[dict]]:
+    def train_step(self, step: int) -> tuple[dict, list[dict], list[dict]]:
         from experiments.models import grad_bytes, optimizer_state_bytes, param_bytes
 
         cfg, algo = self.cfg, self.algo
@@ -474,6 +475,7 @@ class Trainer:
             "response_tokens": response_tokens,
             "lr": self.optimizer.param_groups[0]["lr"],
             "eval_accuracy": None,
+            **{f"eval_pass@{k}": None for k in cfg.pass_ks},
         }
         groups = []
         if algo.group_size > 1:
@@ -488,7 +490,19 @@ class Trainer:
                     "adv_abs_mean": adv_stats["group_adv_abs_mean"][g].item(),
                     "degenerate": bool(adv_stats["group_degenerate"][g]),
                 })
-        return metrics, groups
+        return metrics, groups, self._sample_rows(batch, step)
+
+    def _sample_rows(self, batch: Batch, step: int) -> list[dict]:
+        """`log.samples_per_step` rollouts of this step for samples.jsonl, one per group from the
+        first groups on (spread over prompts), with their shaped reward and verdict."""
+        from experiments.evaluate import sample_row
+
+        keep, rollouts = self.cfg.log.samples_per_step, batch.rollouts
+        stride = max(1, min(self.algo.group_size, len(batch.examples) // max(keep, 1)))
+        rows = list(range(0, len(batch.examples), stride))[:keep]
+        return [{"step": step, "kind": "train", **sample_row(
+            batch.examples[i], rollouts.texts[i], batch.rewards[i].item(), bool(batch.correct[i]),
+            int(rollouts.lengths[i]), bool(rollouts.truncated[i]))} for i in rows]
 
     def _minibatch(self, rollouts, rows, old_logp, ref_logp, advantages, returns, old_values, mask) -> dict:
         cfg, algo = self.cfg, self.algo
@@ -555,13 +569,22 @@ class Trainer:
 
     # ------------------------------------------------------------------ eval
     @torch.no_grad()
-    def evaluate(self, batch_size: int = 128) -> float:
-        correct = 0
-        for start in range(0, len(self.eval_examples), batch_size):
-            examples = self.eval_examples[start:start + batch_size]
-            rollouts = self.rollout.generate([e.prompt for e in examples], 1, self._sampling(0, 0, greedy=True))
-            correct += sum(self.verifier.score(rollouts.texts, examples).correct)
-        return correct / max(len(self.eval_examples), 1)
+    def evaluate(self):
+        """Greedy eval accuracy (and pass@k with eval_samples) on the held-out split: an EvalResult."""
+        from experiments.evaluate import evaluate
+
+        cfg = self.cfg
+        sampled = dataclasses.replace(self._sampling(0, 0), temperature=cfg.eval_temperature, top_p=1.0)
+        return evaluate(self.rollout, self.verifier, self.eval_examples, greedy=self._sampling(0, 0, greedy=True),
+                        sampled=sampled, n_samples=cfg.eval_samples, ks=cfg.pass_ks,
+                        keep=cfg.log.samples_per_step)
+
+    def _log_eval(self, metrics: dict, samples: list[dict], step: int) -> None:
+        result = self.evaluate()
+        metrics["eval_accuracy"] = result.accuracy
+        for k, value in result.pass_at.items():
+            metrics[f"eval_pass@{k}"] = value
+        samples += [{"step": step, "kind": "eval", **row} for row in result.samples]
 
     # ------------------------------------------------------------------ loop
     def fit(self, checkpoint: dict | None) -> None:
@@ -577,20 +600,22 @@ class Trainer:
             if any(dropped.values()):
                 print(f"[train] {run.path} has no checkpoint yet (killed before its first one): restarting "
                       f"from step 0{_dropped_text(dropped)}", file=sys.stderr)
-            eval_row = dict.fromkeys(METRIC_KEYS)
-            eval_row.update(step=0, samples=0, eval_accuracy=self.evaluate())
-            run.log_step(eval_row, [])
+            eval_row = dict.fromkeys([*METRIC_KEYS, *(f"eval_pass@{k}" for k in cfg.pass_ks)])
+            eval_row.update(step=0, samples=0)
+            eval_samples: list[dict] = []
+            self._log_eval(eval_row, eval_samples, 0)
+            run.log_step(eval_row, [], eval_samples)
             print(f"[train] step 0: eval_accuracy {eval_row['eval_accuracy']:.3f} (before RL)", file=sys.stderr)
         run.set_status("running", step=self.step, steps=cfg.steps)
         while self.step < cfg.steps:
             step = self.step + 1
             started = time.perf_counter()
             self._set_lr(step)
-            metrics, groups = self.train_step(step)
+            metrics, groups, samples = self.train_step(step)
             self.step = step
             if step % cfg.eval_every == 0 or step == cfg.steps:
-                metrics["eval_accuracy"] = self.evaluate()
-            run.log_step(metrics, groups)
+                self._log_eval(metrics, samples, step)
+            run.log_step(metrics, groups, samples)
             preempted = self.stop_requested is not None
             if step % cfg.checkpoint_every == 0 or step == cfg.steps or preempted:
                 run.save_checkpoint(self.state_dict())
@@ -747,7 +772,7 @@ def _config_mismatch(previous: dict, current: dict) -> str:
     # run length, bookkeeping, and where the folder and the model cache are (a copied or moved
     # run folder resumes; so does one whose cache moved)
     ignore = {"steps", "meta", "eval_every", "checkpoint_every", "threads", "device", "out", "cache_dir",
-              "preempt_grace_s"}
+              "preempt_grace_s", "log"}
     diffs = []
 
     def walk(a, b, prefix=""):

@@ -274,7 +274,7 @@ def test_summary_table_numbers(tmp_path):
     for seed, final in enumerate([0.1, 0.2, 0.3, 0.4]):
         write_run(tmp_path / "runs", f"grpo{seed}", algo="grpo", seed=seed,
                   metrics={"eval_accuracy": [None, final / 2, final], "mem_peak_bytes": [MB, 3 * MB, 2 * MB],
-                           "tokens_per_s": [10.0, 20.0, 30.0]})
+                           "tokens_per_s": [10.0, 20.0, 30.0], "eval_pass@4": [None, 0.5, final + 0.5]})
         write_run(tmp_path / "runs", f"dapo{seed}", algo="dapo", seed=seed,
                   metrics={"eval_accuracy": [None, 0.6, 0.9], "mem_peak_bytes": [MB] * 3,
                            "tokens_per_s": [5.0] * 3},
@@ -290,6 +290,8 @@ def test_summary_table_numbers(tmp_path):
     assert (grpo.n_runs, grpo.n_completed, dapo.n_completed) == (4, 4, 3)
     assert dapo.final_acc_iqm == pytest.approx(0.9)  # completed runs only
     assert dapo.p_improve == 1.0 and math.isnan(grpo.p_improve)
+    assert grpo["final_eval_pass@4"] == pytest.approx(0.75)   # mean of 0.6..0.9
+    assert math.isnan(dapo["final_eval_pass@4"])              # dapo runs logged no pass@k
     out = write_summary(runs, tmp_path / "fig", threshold=0.15, n_boot=100)
     text = (tmp_path / "fig" / "summary.md").read_text()
     assert "| grpo | 4 (4) | 0.250 [" in text and "| dapo | 4 (3) | 0.900 [0.900, 0.900] | 1.00 [1.00, 1.00] | 2 |" in text
