@@ -255,7 +255,8 @@ def finalize(cfg: TrainConfig) -> TrainConfig:
     _check_task_data(cfg.task)
     if not cfg.name:
         model = cfg.model.name if cfg.model.name in SIZES else Path(cfg.model.name).name
-        cfg.name = f"{cfg.algo.name}-{cfg.task.name}-{model}-s{cfg.seed}"
+        task = cfg.task.name.rpartition(":")[2]  # a user task's class name
+        cfg.name = f"{cfg.algo.name}-{task}-{model}-s{cfg.seed}"
     if not cfg.out:
         cfg.out = str(Path("runs") / cfg.name)
     _check_out(Path(cfg.out))

@@ -28,6 +28,8 @@ This module imports nothing heavy (no torch): verifier workers import it at star
 
 import ast
 import hashlib
+import importlib
+import importlib.metadata
 import itertools
 import json
 import random
@@ -50,7 +52,8 @@ class TaskConfig:
     """Which task to train and evaluate on, and how its examples are made and scored."""
 
     name: str = field(default="arithmetic", metadata={
-        "help": "task: arithmetic | countdown | gsm8k | math"})
+        "help": "task: arithmetic | countdown | gsm8k | math | package.module:ClassName (a Task subclass) "
+                "| a name registered in the rlvr.tasks entry-point group"})
     digits: int = field(default=1, metadata={
         "help": "arithmetic: max digits per operand (operands in 0..10^digits-1); "
                 "countdown: max digits of each given number (numbers in 1..10^digits-1)"})
@@ -84,8 +87,7 @@ class TaskConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field, its value and what is allowed."""
-        if self.name not in TASKS:
-            raise ValueError(f"unknown task {self.name!r}; valid names: {', '.join(TASKS)}")
+        task_class(self.name)  # raises for an unknown name or an import path that is not a Task
         _check(self.digits >= 1, "digits", self.digits, "an integer >= 1")
         _check(bool(self.ops) and set(self.ops) <= set(ARITHMETIC_OPS), "ops", self.ops,
                f"a non-empty string of operators from {ARITHMETIC_OPS!r}")
@@ -670,7 +672,38 @@ TASKS: dict[str, type[Task]] = {
 }
 
 
+ENTRY_POINT_GROUP = "rlvr.tasks"
+
+
+def task_class(name: str) -> type[Task]:
+    """The Task class `name` stands for: a built-in name, a `package.module:ClassName` path, or a
+    name another installed package registers in the `rlvr.tasks` entry-point group (ValueError
+    naming what is wrong otherwise)."""
+    if name in TASKS:
+        return TASKS[name]
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as error:
+            raise ValueError(f"task.name={name!r}: cannot import module {module_name!r} ({error}); "
+                             "is it on PYTHONPATH?") from None
+        cls = getattr(module, attr, None)
+        if cls is None:
+            raise ValueError(f"task.name={name!r}: module {module_name!r} has no {attr!r}")
+    else:
+        found = [ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+        if not found:
+            plugins = sorted(ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+            raise ValueError(f"unknown task {name!r}; valid names: {', '.join([*TASKS, *plugins])}, "
+                             "or package.module:ClassName for a Task subclass of your own")
+        cls = found[0].load()
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise ValueError(f"task.name={name!r} is not a subclass of experiments.tasks.Task")
+    return cls
+
+
 def make_task(cfg: TaskConfig) -> Task:
     """The task named by `cfg.name`, after validating `cfg` (ValueError lists valid names/values)."""
     cfg.validate()
-    return TASKS[cfg.name](cfg)
+    return task_class(cfg.name)(cfg)

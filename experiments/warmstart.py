@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import tempfile
 import time
 import warnings
@@ -107,7 +108,8 @@ def warmstart_dir(task, model_name, *, cache_dir=None, steps, lr, batch_size, se
                     batch_size=batch_size, target_band=target_band)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     slug = Path(str(model_name)).name.replace(" ", "_")
-    return resolve_cache_dir(cache_dir) / "warmstart" / f"{task_cfg.name}-{slug}-{digest}"
+    task_slug = re.sub(r"[^A-Za-z0-9_.-]", "_", task_cfg.name)  # a user task's module:Class path
+    return resolve_cache_dir(cache_dir) / "warmstart" / f"{task_slug}-{slug}-{digest}"
 
 
 def warmstart(
