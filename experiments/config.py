@@ -239,6 +239,9 @@ def finalize(cfg: TrainConfig) -> TrainConfig:
         raise ValueError(f"model.warmstart_band={cfg.model.warmstart_band!r}: expected 'low,high', e.g. 0.1,0.5") from None
     if not 0 <= low <= high <= 1:
         raise ValueError(f"model.warmstart_band={cfg.model.warmstart_band!r}: need 0 <= low <= high <= 1")
+    from experiments.trackers import check_installed
+
+    check_installed(cfg.log.tensorboard, cfg.log.wandb)
     if cfg.eval_samples:
         from experiments.evaluate import parse_ks
 

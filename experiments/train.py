@@ -38,6 +38,7 @@ from experiments.config import TrainConfig, help_text, load_config
 from experiments.memory import PhaseTracker
 from experiments.runfolder import RunFolder, RunFolderBusy, RunFolderError, numpy_rng_state, set_numpy_rng_state
 from experiments.schedule import lr_factor
+from experiments.trackers import Trackers
 
 
 class Preempted(Exception):
@@ -245,6 +246,7 @@ class Trainer:
         self.samples = 0
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
+        self.trackers = Trackers(run.path)  # TensorBoard / W&B sinks, set by train(); none by default
         self.stop_requested: str | None = None  # set by a preemption signal; honoured at the step's end
         self.last_step_s = 0.0  # wall time of the last step (with its eval), for the preemption grace
 
@@ -605,6 +607,7 @@ class Trainer:
             eval_samples: list[dict] = []
             self._log_eval(eval_row, eval_samples, 0)
             run.log_step(eval_row, [], eval_samples)
+            self.trackers.log(eval_row)
             print(f"[train] step 0: eval_accuracy {eval_row['eval_accuracy']:.3f} (before RL)", file=sys.stderr)
         run.set_status("running", step=self.step, steps=cfg.steps)
         while self.step < cfg.steps:
@@ -616,6 +619,7 @@ class Trainer:
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 self._log_eval(metrics, samples, step)
             run.log_step(metrics, groups, samples)
+            self.trackers.log(metrics)
             preempted = self.stop_requested is not None
             if step % cfg.checkpoint_every == 0 or step == cfg.steps or preempted:
                 run.save_checkpoint(self.state_dict())
@@ -628,6 +632,7 @@ class Trainer:
                 raise Preempted(f"{self.stop_requested}: checkpoint saved at step {step}")
 
     def close(self) -> None:
+        self.trackers.close()
         self.verifier.close()
         close = getattr(self.rollout, "close", None)
         if close:
@@ -741,7 +746,10 @@ def train(cfg: TrainConfig) -> dict:
             previous_handlers = {sig: signal.signal(sig, on_preempt) for sig in PREEMPT_SIGNALS}
         try:
             trainer = Trainer(cfg, run)
-            run.write_config(config_record(cfg, trainer.warmstart_info))
+            record = config_record(cfg, trainer.warmstart_info)
+            run.write_config(record)
+            trainer.trackers = Trackers(run.path, tensorboard=cfg.log.tensorboard, wandb_project=cfg.log.wandb,
+                                        name=cfg.name, config=record)
             trainer.fit(checkpoint)
             run.set_status("completed", step=trainer.step, steps=cfg.steps)
         except (Preempted, SystemExit) as error:
