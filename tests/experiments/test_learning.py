@@ -1,27 +1,28 @@
 """Learning: at the defaults (tiny model, 1-digit a+b+c, lr 2e-4, 80 steps of 256 rollouts) every
 preset raises the accuracy of its sampled rollouts on the train prompts, the reward RL optimises,
-well clear of noise, over three seeds; and none of them collapses the held-out accuracy.
+clear of noise over four seeds; and none of them collapses the held-out accuracy.
 
 What is compared. Training accuracy over whole passes of the train split: the mean over steps 1-21
 (the first pass over the 671 train prompts at 32 prompts a step) against steps 60-80. Each window
 holds ~5,400 samples of the same prompts, so prompt difficulty cancels; the binomial standard
 error of one run's gain is ~0.009.
 
-Seeds and floating-point paths. Seeds 0, 1, 2 (seed 2 on 2 threads, so a different summation
-order): the RL seed changes prompt order, sampling and minibatches; the warm start is shared and
-stops on the validation split (not on the eval split this test reads).
+Seeds and floating-point paths. Seeds 0-3, seed 2 on 2 threads (another summation order): the RL
+seed changes prompt order, sampling and minibatches; the warm start is shared and stops on the
+validation split, not on the eval split this test reads. Four runs cost the wall time of three
+on two cores (two at a time).
 
-The margin, from measured spread (5 seeds at 1 thread and 2 seeds at 2 threads per preset,
-BENCHMARKS.md "Learning"): per-run gains lie in 0.03-0.07 for every preset (mean ~0.05, seed SD
-~0.012), so the mean of three seeds has SD ~0.007; MARGIN = 0.02 sits more than 4 SD below every
-preset's measured mean. A preset whose mean gain falls under it has stopped learning.
+The margin, from measured spread (BENCHMARKS.md "Learning test"): over seeds 0-4 at 1 thread and
+seeds 0-1 at 2 threads, per-run gains lie in 0.020-0.075; per preset the mean is 0.046 (grpo),
+0.048 (dr_grpo), 0.052 (dapo), 0.057 (ppo) with seed SD 0.006-0.020, so a four-seed mean has SD
+<= 0.010 and MARGIN = 0.01 lies more than 3.5 SD below every preset's mean, and 2 binomial SE of
+a four-run mean above zero. A preset whose mean gain falls under it has stopped learning.
 
 What does not rise: held-out (eval) accuracy. On the leak-free split (no eval problem has a
-permutation in train) the tiny model barely generalises: its warm start scores ~0.15 on eval, and
-supervised training alone plateaus at 0.15-0.30 on val over 3,000 steps. RL on the train prompts
-leaves eval within noise of the start (measured: -0.04 to +0.01 at step 80), so the test asserts
-only that the seed-mean of the final eval stays within EVAL_DROP of the start. The
-experiment where held-out accuracy rises needs a model that generalises (`small`) — see README.
+permutation in train) the tiny model barely generalises: its warm start scores 0.15 on eval, and
+supervised training alone plateaus at 0.15-0.30 on val over 3,000 steps (the `small` model reaches
+~0.75). RL on the train prompts leaves eval at 0.12-0.16 after 80 steps (start 0.15), so the test
+asserts only that the seed-mean of the final eval stays within EVAL_DROP of the start.
 """
 from concurrent.futures import ThreadPoolExecutor
 
@@ -30,10 +31,10 @@ import pytest
 from experiments.runfolder import read_jsonl
 from tests.conftest import run_cli
 
-MARGIN = 0.02       # minimum mean gain in training accuracy over the seeds (see the docstring)
+MARGIN = 0.01       # minimum mean gain in training accuracy over the seeds (see the docstring)
 EVAL_DROP = 0.06    # the seed-mean final eval may not fall further than this below the start
 WINDOW = 21         # steps in one pass over the train split at 32 prompts a step
-SEEDS = ((0, 1), (1, 1), (2, 2))  # (seed, threads)
+SEEDS = ((0, 1), (1, 1), (2, 2), (3, 1))  # (seed, threads)
 
 
 def _train_gain(out) -> tuple[float, float, float]:
@@ -76,14 +77,15 @@ def test_grpo_with_vllm_rollouts_learns_like_hf(tmp_path, warm_tiny):
     match the trainer's on every step within 1e-2 nats (measured: max ~1e-4).
 
     "Learns" is judged as in the preset test: training accuracy over the last pass of the train
-    split against the first (~5,400 samples each). vLLM samples with its own RNG, so the run's
-    trajectory differs from HF's.
+    split against the first (~5,400 samples each). vLLM samples with its own RNG, so the run is
+    another draw from the seed spread (HF runs: 0.020-0.075); one run must gain more than 0,
+    about 3 SD below the HF mean (the preset test measures the size over seeds).
     """
     out = tmp_path / "grpo-vllm"
     run_cli("train", "algo=grpo", "rollout.backend=vllm", "eval_every=80", f"out={out}", timeout=1200)
     rows = read_jsonl(out / "metrics.jsonl")
     assert rows[0]["eval_accuracy"] == pytest.approx(warm_tiny["eval_accuracy"], abs=0.02)  # HF's greedy eval
     gain, _, _ = _train_gain(out)
-    assert gain >= MARGIN, gain
+    assert gain > 0, gain
     diffs = [row["sampler_logp_diff_max"] for row in rows if row["step"] > 0]
     assert max(diffs) < 1e-2, diffs
