@@ -1,32 +1,23 @@
-"""Algorithm core: pure math (`core`), knobs and presets (`config`), the composed loss (`loss`)."""
-from algos import dapo, dr_grpo, grpo, gspo, ppo, rloo
+"""Algorithm core: pure math (`core`), knobs and presets (`config`, `presets`), the composed loss (`loss`).
+
+`import algos` and `algos.config`/`algos.presets` need no torch: the tensor functions of `core`
+and `loss` are imported on first use (PEP 562), so analysis can label runs without torch.
+"""
+import importlib
+
 from algos.config import AlgoConfig, knob_help, knob_names, parse_knob, preset
-from algos.core import (
-    LOG_RATIO_CLAMP,
-    advantage_stats,
-    clamp_kl,
-    aggregate,
-    clipped_surrogate,
-    degenerate_groups,
-    explained_variance,
-    gae,
-    group_advantages,
-    informative_groups,
-    kl_estimate,
-    masked_mean,
-    masked_whiten,
-    overlong_penalty,
-    value_loss,
-)
-from algos.loss import compute_advantages, policy_loss, shape_rewards
+from algos.presets import PRESETS
 
-PRESETS: dict[str, AlgoConfig] = {
-    module.PRESET.name: module.PRESET for module in (ppo, grpo, dr_grpo, dapo, rloo, gspo)
-}
+_CORE = ("LOG_RATIO_CLAMP", "advantage_stats", "aggregate", "clamp_kl", "clipped_surrogate", "degenerate_groups",
+         "explained_variance", "gae", "group_advantages", "informative_groups", "kl_estimate", "masked_mean",
+         "masked_whiten", "overlong_penalty", "value_loss")
+_LOSS = ("compute_advantages", "policy_loss", "shape_rewards")
 
-__all__ = [
-    "AlgoConfig", "PRESETS", "preset", "knob_names", "knob_help", "parse_knob",
-    "group_advantages", "gae", "kl_estimate", "clamp_kl", "LOG_RATIO_CLAMP", "clipped_surrogate", "aggregate", "value_loss",
-    "overlong_penalty", "degenerate_groups", "informative_groups", "advantage_stats", "explained_variance",
-    "masked_mean", "masked_whiten", "compute_advantages", "policy_loss", "shape_rewards",
-]
+__all__ = ["AlgoConfig", "PRESETS", "preset", "knob_names", "knob_help", "parse_knob", *_CORE, *_LOSS]
+
+
+def __getattr__(name: str):
+    if name in _CORE or name in _LOSS:
+        module = importlib.import_module("algos.core" if name in _CORE else "algos.loss")
+        return getattr(module, name)
+    raise AttributeError(f"module 'algos' has no attribute {name!r}")

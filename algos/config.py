@@ -15,10 +15,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from algos.core import AGGREGATIONS, BASELINES, FILTER_ON, KL_KINDS, RATIO_LEVELS
-
-SCALES = ("group_std", "batch_std", "batch_whiten", "none")
-KL_PLACEMENTS = ("loss", "reward")
+from algos.names import AGGREGATIONS, BASELINES, FILTER_ON, KL_KINDS, KL_PLACEMENTS, RATIO_LEVELS, SCALES
 
 # Which string knobs take which values; used for validation and the CLI's --help.
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -174,7 +171,7 @@ def preset(name: str, **overrides: Any) -> AlgoConfig:
     Names: ppo, grpo, dr_grpo, dapo, rloo, gspo. `preset("grpo", scale="none")` is GRPO without
     std-normalization.
     """
-    from algos import PRESETS
+    from algos.presets import PRESETS
 
     if name not in PRESETS:
         raise ValueError(f"unknown algorithm {name!r}; valid: {', '.join(PRESETS)}")

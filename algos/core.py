@@ -15,12 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-BASELINES = ("critic", "group", "leave_one_out")
-GROUP_SCALES = ("group_std", "batch_std", "none")
-AGGREGATIONS = ("seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm")
-KL_KINDS = ("k1", "k2", "k3")
-FILTER_ON = ("accuracy", "reward")
-RATIO_LEVELS = ("token", "sequence")
+from algos.names import AGGREGATIONS, BASELINES, FILTER_ON, GROUP_SCALES, KL_KINDS, RATIO_LEVELS  # noqa: F401
 # Log ratios (and the KL's delta) are clamped to +-LOG_RATIO_CLAMP before exp: exp(20) ~ 4.9e8 is
 # finite in fp32 and bf16, and a token that far off has no useful gradient (verl clamps at 20 too).
 LOG_RATIO_CLAMP = 20.0

@@ -38,28 +38,9 @@ import pyarrow.json as pa_json
 import pyarrow.ipc  # noqa: F401 - pa.ipc
 import yaml
 
-METRIC_KEYS: tuple[str, ...] = (
-    "step", "samples", "reward_mean", "reward_std", "accuracy", "adv_mean", "adv_std", "adv_abs_mean",
-    "adv_zero_frac", "groups_degenerate_frac", "std_gain_mean", "std_gain_max", "kl_ref_mean",
-    "kl_clamp_frac", "clip_frac_low", "clip_frac_high", "clip_frac_dual", "ratio_mean", "entropy_mean", "pg_loss", "loss", "grad_norm",
-    "value_loss", "value_mean", "critic_explained_var", "resp_len_mean", "resp_len_max",
-    "resp_len_correct_mean", "resp_len_incorrect_mean", "truncated_frac", "filter_rounds",
-    "filter_prompts_drawn", "filter_groups_dropped", "verify_timeouts", "nonfinite_skipped",
-    "sampler_logp_diff_mean", "sampler_logp_diff_max", "mem_peak_bytes", "mem_peak_rollout_bytes",
-    "mem_peak_reference_bytes", "mem_peak_critic_bytes", "mem_peak_update_bytes", "mem_params_bytes",
-    "mem_grads_bytes", "mem_optimizer_bytes", "time_step_s", "time_rollout_s", "time_verify_s",
-    "time_reference_s", "time_critic_s", "time_update_s", "tokens_per_s", "eval_accuracy",
-    # logged by experiments/train.py beyond the DESIGN.md list
-    "groups_degenerate_frac_sampled", "tis_weight_mean", "mem_peak_verify_bytes", "mem_policy_params_bytes",
-    "mem_critic_params_bytes", "mem_reference_params_bytes", "response_tokens", "lr",
-)
-"""The keys of every metrics.jsonl row (docs/DESIGN.md, plus the extra keys experiments/train.py
-logs); all but `step` load as float64, all-NaN where a run does not log them."""
-
-GROUP_KEYS: tuple[str, ...] = (
-    "step", "group", "success_rate", "reward_mean", "reward_std", "std_gain", "adv_abs_mean", "degenerate",
-)
-"""The keys of every groups.jsonl row; `step`, `group` load as int64, `degenerate` as bool."""
+from experiments.metrics import GROUP_KEYS, METRIC_KEYS  # noqa: E402 - one list for writer and reader
+# METRIC_KEYS: every metrics.jsonl row; all but `step` load as float64, all-NaN where a run does not
+# log them. GROUP_KEYS: every groups.jsonl row; `step`, `group` load as int64, `degenerate` as bool.
 
 ID_COLUMNS: tuple[str, ...] = ("run", "run_name", "algo", "state")
 """Columns every loaded frame starts with, before the step data and the config knobs."""
@@ -539,10 +520,8 @@ def algo_labels(configs: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def _preset_defaults(name: str) -> dict[str, Any]:
-    try:
-        from algos import PRESETS  # imports torch: only done when some knob varies
-    except Exception:  # noqa: BLE001 - algos missing or broken: fall back to the majority value
-        return {}
+    from algos.presets import PRESETS  # plain dataclasses, no torch
+
     preset = PRESETS.get(name)
     return dict(preset.to_dict()) if preset is not None else {}
 

@@ -36,6 +36,7 @@ from algos import (
 )
 from experiments.config import TrainConfig, help_text, load_config
 from experiments.memory import PhaseTracker
+from experiments.metrics import METRIC_KEYS
 from experiments.runfolder import RunFolder, RunFolderBusy, RunFolderError, numpy_rng_state, set_numpy_rng_state
 from experiments.schedule import lr_factor
 from experiments.trackers import Trackers
@@ -51,25 +52,6 @@ class NonFiniteLoss(RuntimeError):
 
 class ConfigMismatch(ValueError):
     """The run folder holds a run with another config (a user error: exit 2)."""
-
-
-# Every metrics.jsonl row has these keys (null where not applicable); README documents each.
-METRIC_KEYS = (
-    "step", "samples", "reward_mean", "reward_std", "accuracy",
-    "adv_mean", "adv_std", "adv_abs_mean", "adv_zero_frac", "groups_degenerate_frac",
-    "groups_degenerate_frac_sampled", "std_gain_mean", "std_gain_max",
-    "kl_ref_mean", "kl_clamp_frac", "clip_frac_low", "clip_frac_high", "clip_frac_dual", "ratio_mean", "entropy_mean",
-    "pg_loss", "loss", "grad_norm", "tis_weight_mean", "value_loss", "value_mean", "critic_explained_var",
-    "resp_len_mean", "resp_len_max", "resp_len_correct_mean", "resp_len_incorrect_mean", "truncated_frac",
-    "filter_rounds", "filter_prompts_drawn", "filter_groups_dropped", "verify_timeouts", "nonfinite_skipped",
-    "sampler_logp_diff_mean", "sampler_logp_diff_max",
-    "mem_peak_bytes", "mem_peak_rollout_bytes", "mem_peak_verify_bytes", "mem_peak_reference_bytes",
-    "mem_peak_critic_bytes", "mem_peak_update_bytes",
-    "mem_params_bytes", "mem_policy_params_bytes", "mem_critic_params_bytes", "mem_reference_params_bytes",
-    "mem_grads_bytes", "mem_optimizer_bytes",
-    "time_step_s", "time_rollout_s", "time_verify_s", "time_reference_s", "time_critic_s", "time_update_s",
-    "tokens_per_s", "response_tokens", "lr", "eval_accuracy",
-)
 
 
 # --------------------------------------------------------------------------- data order

@@ -1,6 +1,7 @@
 """Presets, knob validation, and the composed loss (`policy_loss`, `compute_advantages`)."""
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -165,3 +166,13 @@ def test_python_m_algos_prints_table():
     for name in PRESETS:
         assert name in out
     assert "| **baseline** | critic | group | group | group | leave_one_out |" in out
+
+
+def test_config_presets_and_analysis_import_without_torch():
+    """Labelling runs needs the knobs and presets, not tensors: algos.config, algos (its tensor
+    functions load on first use) and analysis.load never import torch."""
+    code = ("import sys, algos.config, algos, analysis.load; "
+            "assert 'torch' not in sys.modules, 'torch imported'; "
+            "assert algos.preset('gspo').ratio_level == 'sequence'; "
+            "algos.policy_loss; assert 'torch' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
