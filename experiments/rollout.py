@@ -72,6 +72,43 @@ class Rollouts:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
+    def select(self, index: list[int]) -> "Rollouts":
+        """The rollouts at `index` (a list of rows), as a new Rollouts."""
+        rows = torch.tensor(index, dtype=torch.long)
+        return Rollouts(
+            input_ids=self.input_ids[rows], attention_mask=self.attention_mask[rows],
+            response_mask=self.response_mask[rows], sampler_logp=self.sampler_logp[rows],
+            lengths=self.lengths[rows], truncated=self.truncated[rows],
+            texts=[self.texts[i] for i in index], prompt_index=self.prompt_index[rows],
+        )
+
+    @staticmethod
+    def concat(parts: list["Rollouts"], pad_id: int) -> "Rollouts":
+        """Concatenate Rollouts of different prompt widths P and response widths T: prompts are
+        left-padded and responses right-padded to the widest."""
+        if len(parts) == 1:
+            return parts[0]
+        widths = [(r.input_ids.shape[1] - r.response_len, r.response_len) for r in parts]
+        prompt_width = max(p for p, _ in widths)
+        response_width = max(t for _, t in widths)
+
+        def pad(tensor, left: int, right: int, value):
+            return torch.nn.functional.pad(tensor, (left, right), value=value)
+
+        ids, attn, resp_mask, sampler_logp = [], [], [], []
+        for r, (p, t) in zip(parts, widths):
+            left, right = prompt_width - p, response_width - t
+            ids.append(torch.cat([pad(r.input_ids[:, :p], left, 0, pad_id), pad(r.input_ids[:, p:], 0, right, pad_id)], 1))
+            attn.append(torch.cat([pad(r.attention_mask[:, :p], left, 0, 0), pad(r.attention_mask[:, p:], 0, right, 0)], 1))
+            resp_mask.append(pad(r.response_mask, 0, right, 0))
+            sampler_logp.append(pad(r.sampler_logp, 0, right, 0.0))
+        return Rollouts(
+            input_ids=torch.cat(ids), attention_mask=torch.cat(attn), response_mask=torch.cat(resp_mask),
+            sampler_logp=torch.cat(sampler_logp), lengths=torch.cat([r.lengths for r in parts]),
+            truncated=torch.cat([r.truncated for r in parts]), texts=[t for r in parts for t in r.texts],
+            prompt_index=torch.cat([r.prompt_index for r in parts]),
+        )
+
 
 @runtime_checkable
 class RolloutBackend(Protocol):

@@ -487,7 +487,6 @@ class _DatasetTask(Task):
     key_field: str = ""              # the row field whose text decides the hash split
 
     def _make_examples(self, split: str) -> list[Example]:
-        cfg = self.cfg
         rows = self._rows(split)
         examples = [self._example(row, where) for where, row in rows]
         if split == "train":

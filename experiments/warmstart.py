@@ -238,3 +238,23 @@ def _train(task, model_name, out_dir: Path, *, cache_dir, steps, lr, batch_size,
         "seconds": round(time.time() - started, 2),
         "history": history,
     }
+
+
+def resolve_policy_dir(cfg, task) -> tuple[Path, dict]:
+    """The HF directory a run (a TrainConfig) starts from: a local path as given, or a size preset
+    built (and, with model.warmstart, supervised-trained into the accuracy band) in the cache;
+    with the warm start's record (warmstart.json) or {}."""
+    from experiments.models import SIZES, built_model_dir
+
+    model = cfg.model
+    if model.name not in SIZES:
+        return Path(model.name), {}
+    if not model.warmstart:
+        return built_model_dir(model.name, seed=model.init_seed, cache_dir=cfg.cache_dir), {}
+    low, high = (float(v) for v in model.warmstart_band.split(","))
+    path = Path(warmstart(
+        task, model.name, cache_dir=cfg.cache_dir, steps=model.warmstart_steps,
+        lr=model.warmstart_lr, seed=0, init_seed=model.init_seed, target_band=(low, high),
+    ))
+    info_file = path / "warmstart.json"
+    return path, (json.loads(info_file.read_text()) if info_file.exists() else {})

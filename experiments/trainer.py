@@ -1,0 +1,374 @@
+"""The one training loop, shared by every algorithm.
+
+    rollout -> verify -> reference logprobs (only when beta > 0) -> critic values (only with a
+    critic) -> advantages -> `epochs` x `minibatches` of policy_loss (+ value loss) -> log
+
+Nothing here branches on an algorithm's name: behaviour comes from the knobs of `cfg.algo`
+(see `algos/`). `Trainer.fit` writes the run folder (docs/DESIGN.md) through `RunFolder`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from algos import advantage_stats, compute_advantages, kl_estimate, masked_mean, policy_loss, value_loss
+from experiments.batch import Batch, BatchCollector, PromptSampler, sampling
+from experiments.config import TrainConfig
+from experiments.memory import PhaseTracker
+from experiments.metrics import METRIC_KEYS
+from experiments.runfolder import RunFolder, numpy_rng_state, set_numpy_rng_state
+from experiments.schedule import lr_factor
+from experiments.step_metrics import (
+    ADV_KEYS, BATCH_STAT_KEYS, StepTensors, group_rows, policy_rows, train_sample_rows, update_means,
+)
+from experiments.trackers import Trackers
+
+
+class Preempted(Exception):
+    """SIGTERM arrived (SLURM preemption or a user's kill): state is saved, the run resumes later."""
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def build_rollout(cfg: TrainConfig, policy, tokenizer, policy_dir: Path):
+    """The rollout backend of cfg.rollout.backend (hf shares the trainer's model object)."""
+    from experiments.rollout import make_rollout
+
+    rollout = cfg.rollout
+    if rollout.backend == "hf":
+        return make_rollout("hf", model=policy, tokenizer=tokenizer)
+    return make_rollout(
+        "vllm", model_dir=policy_dir, gpu_memory_utilization=rollout.vllm_gpu_memory_utilization,
+        max_model_len=rollout.vllm_max_model_len, seed=cfg.seed, sleep=rollout.vllm_sleep,
+        kv_cache_gib=rollout.vllm_kv_cache_gib, dtype=cfg.model.dtype,
+    )
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, run: RunFolder):
+        from experiments.models import ValueModel, load_policy
+        from experiments.tasks import make_task
+        from experiments.verify import Verifier
+        from experiments.warmstart import resolve_policy_dir
+
+        self.cfg, self.run, self.algo = cfg, run, cfg.algo
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = torch.device(
+            ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+        )
+        self.tracker = PhaseTracker(self.device)
+        self.task = make_task(cfg.task)
+        self.train_examples = self.task.examples("train")
+        self.eval_examples = self.task.examples("eval")[: cfg.eval_size]
+        self.verifier = Verifier(self.task, timeout_s=cfg.task.verify_timeout_s, workers=cfg.task.verify_workers,
+                                 format_reward=cfg.task.format_reward)
+        self.policy_dir, self.warmstart_info = resolve_policy_dir(cfg, self.task)
+        loaded = load_policy(self.policy_dir, dtype=cfg.model.dtype, device=self.device)
+        self.policy, self.tokenizer = loaded.model, loaded.tokenizer
+        self.policy.eval()  # no dropout anywhere: old_logp must equal logp at ratio 1
+        self.reference = None  # exists only when its KL is used (beta > 0)
+        if self.algo.kl_coef > 0:
+            self.reference = load_policy(self.policy_dir, dtype=cfg.model.dtype, device=self.device).model
+            self.reference.eval().requires_grad_(False)
+        self.critic = None
+        if self.algo.uses_critic:
+            self.critic = ValueModel.from_policy(self.policy_dir, dtype=cfg.model.dtype, device=self.device)
+        self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.critic_optimizer = (
+            torch.optim.AdamW(self.critic.parameters(), lr=cfg.critic_lr, weight_decay=cfg.weight_decay)
+            if self.critic is not None else None
+        )
+        self.rollout = build_rollout(cfg, self.policy, self.tokenizer, self.policy_dir)
+        self.sampler = PromptSampler(len(self.train_examples), cfg.seed)
+        self.collector = BatchCollector(cfg, self.sampler, self.train_examples, self.rollout, self.verifier,
+                                        self.tracker, self.tokenizer.pad_token_id)
+        self.step = 0
+        self.samples = 0
+        self.nonfinite_in_a_row = 0
+        self.nonfinite_total = 0
+        self.trackers = Trackers(run.path)  # TensorBoard / W&B sinks, set by train(); none by default
+        self.stop_requested: str | None = None  # set by a preemption signal; honoured at the step's end
+        self.last_step_s = 0.0  # wall time of the last step (with its eval), for the preemption grace
+
+    # ------------------------------------------------------------------ checkpoint
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "samples": self.samples,
+            "policy": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "critic": self.critic.state_dict() if self.critic is not None else None,
+            "critic_optimizer": self.critic_optimizer.state_dict() if self.critic_optimizer else None,
+            "sampler": self.sampler.state_dict(),
+            "nonfinite_in_a_row": self.nonfinite_in_a_row,
+            "nonfinite_total": self.nonfinite_total,
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy_rng_state()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step, self.samples = state["step"], state["samples"]
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.critic is not None:
+            self.critic.load_state_dict(state["critic"])
+            self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.nonfinite_in_a_row = state["nonfinite_in_a_row"]
+        self.nonfinite_total = state["nonfinite_total"]
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(state["rng"]["python"])
+        set_numpy_rng_state(state["rng"]["numpy"])
+        self.rollout.load_weights(self.policy.state_dict())
+
+    # ------------------------------------------------------------------ one step
+    def _forward_logp(self, model, rollouts, rows=None, **kw):
+        from experiments.models import response_logprobs
+
+        ids, attn = rollouts.input_ids, rollouts.attention_mask
+        if rows is not None:
+            ids, attn = ids[rows], attn[rows]
+        return response_logprobs(model, ids.to(self.device), attn.to(self.device), rollouts.response_len,
+                                 temperature=self.cfg.rollout.temperature, **kw)
+
+    @torch.no_grad()
+    def _no_grad_passes(self, batch: Batch) -> StepTensors:
+        """old_logp (the policy the advantages are for, once before the first update; counted in the
+        update phase: same model, same memory), the reference's and the critic's passes."""
+        rollouts = batch.rollouts
+        mask = rollouts.response_mask.float().to(self.device)  # (B, T)
+        with self.tracker.phase("update"):
+            old_logp, _ = self._forward_logp(self.policy, rollouts)
+        ref_logp = values = None
+        if self.reference is not None:
+            with self.tracker.phase("reference"):
+                ref_logp = self._forward_logp(self.reference, rollouts)[0]
+        if self.critic is not None:
+            with self.tracker.phase("critic"):
+                values = self.critic.values(rollouts.input_ids.to(self.device),
+                                            rollouts.attention_mask.to(self.device), mask.shape[1]) * mask
+        return StepTensors(mask=mask, old_logp=old_logp, ref_logp=ref_logp, values=values, returns=None)
+
+    def _advantages(self, batch: Batch, passes: StepTensors):
+        """Token advantages (B, T) (and GAE returns into `passes`), with their statistics."""
+        algo = self.algo
+        kl_reward = None  # per-token k1 in the reward: only PPO/InstructGPT-style placement
+        if passes.ref_logp is not None and algo.kl_placement == "reward":
+            kl_reward = kl_estimate(passes.old_logp, passes.ref_logp, "k1")
+        rewards = batch.rewards.to(self.device)
+        advantages, passes.returns = compute_advantages(rewards, passes.mask, algo, values=passes.values,
+                                                        kl_per_token=kl_reward)
+        per_rollout = masked_mean(advantages, passes.mask, dim=1)  # (B,)
+        stats = advantage_stats(rewards.cpu(), per_rollout.cpu(), algo.group_size, eps=algo.eps,
+                                correct=batch.correct.cpu())
+        return advantages, stats
+
+    def train_step(self, step: int) -> tuple[dict, list[dict], list[dict]]:
+        from experiments.models import optimizer_state_bytes, param_bytes
+
+        self.tracker.start_step()
+        step_start = time.perf_counter()
+        batch = self.collector.collect(step)
+        passes = self._no_grad_passes(batch)
+        advantages, adv_stats = self._advantages(batch, passes)
+        per_minibatch, grads_peak = self._update(step, batch, passes, advantages)
+        self.rollout.load_weights(self.policy.state_dict())
+        self.samples += len(batch.rollouts)
+        step_time = time.perf_counter() - step_start
+        response_tokens = int(batch.rollouts.response_mask.sum())
+        models = [m for m in (self.policy, self.critic, self.reference) if m is not None]
+        metrics = {
+            "step": step,
+            "samples": self.samples,
+            **{k: batch.stats[k] for k in BATCH_STAT_KEYS},
+            **{k: adv_stats[k] for k in ADV_KEYS},
+            **update_means(per_minibatch),
+            **policy_rows(passes, batch.rollouts.sampler_logp, self.algo.kl_kind),
+            "truncated_frac": batch.rollouts.truncated.float().mean().item(),
+            "nonfinite_skipped": self.nonfinite_total,
+            **self.tracker.metrics(),
+            "mem_params_bytes": sum(param_bytes(m) for m in models),
+            "mem_policy_params_bytes": param_bytes(self.policy),
+            "mem_critic_params_bytes": param_bytes(self.critic) if self.critic is not None else 0,
+            "mem_reference_params_bytes": param_bytes(self.reference) if self.reference is not None else 0,
+            "mem_grads_bytes": grads_peak,
+            "mem_optimizer_bytes": sum(optimizer_state_bytes(o) for o in (self.optimizer, self.critic_optimizer) if o),
+            "time_step_s": step_time,
+            "tokens_per_s": response_tokens / step_time if step_time > 0 else None,
+            "response_tokens": response_tokens,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "eval_accuracy": None,
+            **{f"eval_pass@{k}": None for k in self.cfg.pass_ks},
+        }
+        assert set(METRIC_KEYS) <= set(metrics), set(METRIC_KEYS) - set(metrics)
+        samples = train_sample_rows(batch, step, self.cfg.log.samples_per_step, self.algo.group_size)
+        return metrics, group_rows(adv_stats, step, self.algo.group_size), samples
+
+    def _update(self, step: int, batch: Batch, passes: StepTensors, advantages) -> tuple[list[dict], int]:
+        """epochs x minibatches of updates; returns each minibatch's metrics and the gradient bytes' peak."""
+        from experiments.models import grad_bytes
+
+        per_minibatch, grads_peak = [], 0
+        gen = torch.Generator().manual_seed(self.cfg.seed * 31 + step)
+        with self.tracker.phase("update"):
+            for _ in range(self.algo.epochs):
+                order = torch.randperm(len(batch.rollouts), generator=gen)
+                for rows in order.chunk(self.algo.minibatches):
+                    per_minibatch.append(self._minibatch(batch.rollouts, rows, passes, advantages))
+                    grads_peak = max(grads_peak, sum(grad_bytes(m) for m in (self.policy, self.critic) if m))
+                    self.optimizer.zero_grad(set_to_none=True)
+                    if self.critic_optimizer:
+                        self.critic_optimizer.zero_grad(set_to_none=True)
+        return per_minibatch, grads_peak
+
+    def _minibatch(self, rollouts, rows, passes: StepTensors, advantages) -> dict:
+        cfg, algo = self.cfg, self.algo
+        logp, entropy = self._forward_logp(self.policy, rollouts, rows, entropy_grad=algo.entropy_coef > 0)
+        mb_mask = passes.mask[rows]
+        batch = {
+            "logp": logp,
+            "old_logp": passes.old_logp[rows],
+            "ref_logp": passes.ref_logp[rows] if passes.ref_logp is not None else None,
+            "advantages": advantages[rows],
+            "response_mask": mb_mask,
+            "sampler_logp": rollouts.sampler_logp[rows].to(self.device),
+            "truncated": rollouts.truncated[rows].to(self.device),
+            "entropy": entropy,
+            "max_len": cfg.rollout.max_new_tokens,
+        }
+        loss, metrics = policy_loss(batch, algo)
+        has_tokens = metrics["pg_loss"] is not None  # None: no token of this minibatch is in the loss
+        metrics["loss"] = loss.item() if has_tokens else None
+        metrics["entropy_mean"] = masked_mean(entropy.detach(), mb_mask).item() if has_tokens else None
+        metrics["value_loss"] = None
+        if self.critic is not None:
+            new_values = self.critic.values(rollouts.input_ids[rows].to(self.device),
+                                            rollouts.attention_mask[rows].to(self.device), mb_mask.shape[1])
+            critic_loss = value_loss(new_values, passes.values[rows], passes.returns[rows], mb_mask,
+                                     clip=algo.value_clip)
+            metrics["value_loss"] = critic_loss.item()
+            loss = loss + critic_loss  # separate parameters and optimizers: the sum backprops each into its own
+        if not math.isfinite(loss.item()):
+            return self._skip_nonfinite(metrics, f"loss={loss.item()}")
+        loss.backward()
+        if has_tokens:  # no token in the loss: no policy step (Adam would still move on momentum)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.grad_clip).item()
+            metrics["grad_norm"] = grad_norm
+            if not math.isfinite(grad_norm):
+                return self._skip_nonfinite(metrics, f"grad_norm={grad_norm}")
+            self.optimizer.step()
+        if self.critic is not None:
+            torch.nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.grad_clip)
+            self.critic_optimizer.step()
+        self.nonfinite_in_a_row = 0
+        return metrics
+
+    def _skip_nonfinite(self, metrics: dict, what: str) -> dict:
+        self.nonfinite_in_a_row += 1
+        self.nonfinite_total += 1
+        print(f"[train] step {self.step}: non-finite {what}; update skipped "
+              f"({self.nonfinite_in_a_row} in a row)", file=sys.stderr)
+        if self.nonfinite_in_a_row >= self.cfg.max_nonfinite:
+            raise NonFiniteLoss(
+                f"{self.nonfinite_in_a_row} consecutive updates had a non-finite {what.split('=')[0]} "
+                f"(last: {what}); stopped. Lower lr (now {self.cfg.lr}) or grad_clip, or check the rewards; "
+                "the last good checkpoint is in checkpoint/"
+            )
+        return {k: v for k, v in metrics.items() if k in ("value_loss",)}
+
+    def _set_lr(self, step: int) -> None:
+        """This step's lr for the policy and the critic (`experiments.schedule`)."""
+        factor = lr_factor(step, self.cfg.steps, self.cfg.lr_schedule, self.cfg.lr_warmup_steps)
+        for optimizer, base in ((self.optimizer, self.cfg.lr), (self.critic_optimizer, self.cfg.critic_lr)):
+            for group in optimizer.param_groups if optimizer is not None else ():
+                group["lr"] = base * factor
+
+    # ------------------------------------------------------------------ eval
+    @torch.no_grad()
+    def evaluate(self):
+        """Greedy eval accuracy (and pass@k with eval_samples) on the held-out split: an EvalResult."""
+        from experiments.evaluate import evaluate
+
+        cfg = self.cfg
+        sampled = dataclasses.replace(sampling(cfg, 0, 0), temperature=cfg.eval_temperature, top_p=1.0)
+        return evaluate(self.rollout, self.verifier, self.eval_examples, greedy=sampling(cfg, 0, 0, greedy=True),
+                        sampled=sampled, n_samples=cfg.eval_samples, ks=cfg.pass_ks, keep=cfg.log.samples_per_step)
+
+    def _log_eval(self, metrics: dict, samples: list[dict], step: int) -> None:
+        result = self.evaluate()
+        metrics["eval_accuracy"] = result.accuracy
+        for k, value in result.pass_at.items():
+            metrics[f"eval_pass@{k}"] = value
+        samples += [{"step": step, "kind": "eval", **row} for row in result.samples]
+
+    # ------------------------------------------------------------------ loop
+    def fit(self, checkpoint: dict | None) -> None:
+        """Train from `checkpoint` (a loaded state, or None: from step 0) to cfg.steps. A SIGTERM or
+        SIGUSR2 (preemption) lets the current step finish, saves a checkpoint, then raises Preempted."""
+        cfg, run = self.cfg, self.run
+        if checkpoint is not None:
+            self.load_state_dict(checkpoint)
+            dropped = run.truncate_after(self.step)
+            print(f"[train] resumed {run.path} from step {self.step}{dropped_text(dropped)}", file=sys.stderr)
+        else:
+            self._start(run)
+        run.set_status("running", step=self.step, steps=cfg.steps)
+        while self.step < cfg.steps:
+            step = self.step + 1
+            started = time.perf_counter()
+            self._set_lr(step)
+            metrics, groups, samples = self.train_step(step)
+            self.step = step
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                self._log_eval(metrics, samples, step)
+            run.log_step(metrics, groups, samples)
+            self.trackers.log(metrics)
+            preempted = self.stop_requested is not None
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps or preempted:
+                run.save_checkpoint(self.state_dict())
+            run.set_status("running", step=step, steps=cfg.steps)
+            self.last_step_s = time.perf_counter() - started
+            eval_text = f" eval {metrics['eval_accuracy']:.3f}" if metrics["eval_accuracy"] is not None else ""
+            print(f"[train] step {step}/{cfg.steps} reward {metrics['reward_mean']:.3f} "
+                  f"acc {metrics['accuracy']:.3f}{eval_text} ({metrics['time_step_s']:.2f}s)", file=sys.stderr)
+            if preempted and step < cfg.steps:
+                raise Preempted(f"{self.stop_requested}: checkpoint saved at step {step}")
+
+    def _start(self, run: RunFolder) -> None:
+        """A run from step 0: drop rows of an attempt killed before its first checkpoint (saying
+        so), then log the eval of the starting policy as step 0."""
+        dropped = run.truncate_after(-1)
+        if any(dropped.values()):
+            print(f"[train] {run.path} has no checkpoint yet (killed before its first one): restarting "
+                  f"from step 0{dropped_text(dropped)}", file=sys.stderr)
+        eval_row = dict.fromkeys([*METRIC_KEYS, *(f"eval_pass@{k}" for k in self.cfg.pass_ks)])
+        eval_row.update(step=0, samples=0)
+        eval_samples: list[dict] = []
+        self._log_eval(eval_row, eval_samples, 0)
+        run.log_step(eval_row, [], eval_samples)
+        self.trackers.log(eval_row)
+        print(f"[train] step 0: eval_accuracy {eval_row['eval_accuracy']:.3f} (before RL)", file=sys.stderr)
+
+    def close(self) -> None:
+        self.trackers.close()
+        self.verifier.close()
+        close = getattr(self.rollout, "close", None)
+        if close:
+            close()
+
+
+def dropped_text(dropped: dict[str, list[int]]) -> str:
+    """'; dropped 3 metric rows (steps 5-7) and 24 group rows, recomputed from here' or ''."""
+    metrics, groups = dropped.get("metrics.jsonl", []), dropped.get("groups.jsonl", [])
+    if not metrics and not groups:
+        return ""
+    steps = f" (steps {min(metrics)}-{max(metrics)})" if metrics else ""
+    return f"; dropped {len(metrics)} metric rows{steps} and {len(groups)} group rows, recomputed from here"
