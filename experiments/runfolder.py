@@ -117,6 +117,19 @@ class RunFolder:
             ) from None
         self._lock_handle = handle
 
+    def lock_held(self) -> bool:
+        """True when another process holds the flock on RUN/lock (train holds it while it writes)."""
+        lock = self.path / "lock"
+        if not lock.exists():
+            return False
+        with open(lock, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
     def release(self) -> None:
         if self._lock_handle is not None:
             fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
@@ -149,6 +162,17 @@ class RunFolder:
             "pid": os.getpid(),
         }
         atomic_write_text(self.status_path, json.dumps(status, indent=1) + "\n")
+
+    def mark_preempted(self, from_states: tuple[str, ...], error: str) -> bool:
+        """Set the state to `preempted` (atomically) if it is one of `from_states`; the rest of
+        status.json is kept. For a launcher that saw the job end (SLURM requeue) while the run's own
+        process could not say so."""
+        status = self.status()
+        if status.get("state") not in from_states:
+            return False
+        status.update(state="preempted", updated=time.strftime("%Y-%m-%dT%H:%M:%S"), error=error)
+        atomic_write_text(self.status_path, json.dumps(status, indent=1) + "\n")
+        return True
 
     def write_config(self, config: dict) -> None:
         atomic_write_text(self.config_path, yaml.safe_dump(config, sort_keys=False))
