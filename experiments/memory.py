@@ -1,4 +1,5 @@
-"""Per-phase peak memory and wall time of a training step.
+"""Per-phase peak memory and wall time of a training step, and the exact bytes of parameters,
+gradients and optimizer state.
 
 GPU: `torch.cuda.max_memory_allocated`, with the peak reset at the start of each phase.
 CPU: the process's peak resident set (VmHWM in /proc/self/status), reset at the start of each
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch import Tensor, nn
 
 PHASES = ("rollout", "verify", "reference", "critic", "update")
 
@@ -74,3 +76,26 @@ class PhaseTracker:
             out[f"time_{name}_s"] = self.times.get(name)
         out["mem_peak_bytes"] = max(self.peaks.values()) if self.peaks else None
         return out
+
+
+# Exact bytes held by a model's parameters, gradients and optimizer state.
+
+def param_bytes(module: nn.Module) -> int:
+    """Bytes held by the module's parameters: sum of numel * element_size (tied weights once)."""
+    return sum(p.numel() * p.element_size() for p in module.parameters())  # parameters() skips tied repeats
+
+
+def grad_bytes(module: nn.Module) -> int:
+    """Bytes held by the ``.grad`` tensors of the module's parameters (0 before any backward)."""
+    return sum(p.grad.numel() * p.grad.element_size() for p in module.parameters() if p.grad is not None)
+
+
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes held by the tensors in the optimizer's state (Adam: exp_avg, exp_avg_sq, step)."""
+    tensors = [v for state in optimizer.state.values() for v in state.values() if isinstance(v, Tensor)]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def count_params(module: nn.Module) -> int:
+    """Number of parameters, tied weights counted once."""
+    return sum(p.numel() for p in module.parameters())
