@@ -194,8 +194,28 @@ def load_config(overrides: list[str]) -> TrainConfig:
 
 
 def finalize(cfg: TrainConfig) -> TrainConfig:
-    """Fill derived defaults (name, out, cache_dir) and check cross-section constraints."""
+    """Check every value and cross-section constraint, then fill derived defaults (name, out,
+    cache_dir). Raises ValueError naming the key and what is allowed."""
     cfg.task.validate()
+    _check_values(cfg)
+    _check_model(cfg)
+    _check_task_data(cfg.task)
+    from experiments.models import SIZES
+
+    if not cfg.name:
+        model = cfg.model.name if cfg.model.name in SIZES else Path(cfg.model.name).name
+        task = cfg.task.name.rpartition(":")[2]  # a user task's class name
+        cfg.name = f"{cfg.algo.name}-{task}-{model}-s{cfg.seed}"
+    if not cfg.out:
+        cfg.out = str(Path("runs") / cfg.name)
+    _check_out(Path(cfg.out))
+    if not cfg.cache_dir:
+        cfg.cache_dir = os.environ.get("RLVR_CACHE", str(Path(".cache") / "rlvr"))
+    return cfg
+
+
+def _check_values(cfg: TrainConfig) -> None:
+    """Ranges of the run's numbers and the constraints between sections."""
     # algo.norm_len=None (Dr.GRPO's L) means rollout.max_new_tokens: the loop passes it to the loss.
     if cfg.algo.soft_punish and cfg.algo.overlong_cache_len > cfg.rollout.max_new_tokens:
         raise ValueError(
@@ -233,12 +253,6 @@ def finalize(cfg: TrainConfig) -> TrainConfig:
             raise ValueError(f"{key}={value} is invalid: must be {allowed}")
     if cfg.rollout.max_new_tokens < 1 or not 0 < cfg.rollout.top_p <= 1 or cfg.rollout.temperature <= 0:
         raise ValueError("rollout.max_new_tokens must be >= 1, rollout.top_p in (0, 1], rollout.temperature > 0")
-    try:
-        low, high = (float(v) for v in cfg.model.warmstart_band.split(","))
-    except ValueError:
-        raise ValueError(f"model.warmstart_band={cfg.model.warmstart_band!r}: expected 'low,high', e.g. 0.1,0.5") from None
-    if not 0 <= low <= high <= 1:
-        raise ValueError(f"model.warmstart_band={cfg.model.warmstart_band!r}: need 0 <= low <= high <= 1")
     from experiments.trackers import check_installed
 
     check_installed(cfg.log.tensorboard, cfg.log.wandb)
@@ -246,8 +260,18 @@ def finalize(cfg: TrainConfig) -> TrainConfig:
         from experiments.evaluate import parse_ks
 
         parse_ks(cfg.eval_pass_k, cfg.eval_samples)
+
+
+def _check_model(cfg: TrainConfig) -> None:
+    """model.name is a size preset or an HF directory; the warm-start band is 'low,high' in [0, 1]."""
     from experiments.models import SIZES
 
+    try:
+        low, high = (float(v) for v in cfg.model.warmstart_band.split(","))
+    except ValueError:
+        raise ValueError(f"model.warmstart_band={cfg.model.warmstart_band!r}: expected 'low,high', e.g. 0.1,0.5") from None
+    if not 0 <= low <= high <= 1:
+        raise ValueError(f"model.warmstart_band={cfg.model.warmstart_band!r}: need 0 <= low <= high <= 1")
     if cfg.model.name not in SIZES and not Path(cfg.model.name).is_dir():
         raise ValueError(
             f"model.name={cfg.model.name!r} is neither a size preset ({', '.join(SIZES)}) nor a local directory"
@@ -255,17 +279,6 @@ def finalize(cfg: TrainConfig) -> TrainConfig:
     if cfg.model.name not in SIZES and not (Path(cfg.model.name) / "config.json").is_file():
         raise ValueError(f"model.name={cfg.model.name!r} has no config.json: expected a Hugging Face causal-LM "
                          "directory (what save_pretrained writes) or a size preset")
-    _check_task_data(cfg.task)
-    if not cfg.name:
-        model = cfg.model.name if cfg.model.name in SIZES else Path(cfg.model.name).name
-        task = cfg.task.name.rpartition(":")[2]  # a user task's class name
-        cfg.name = f"{cfg.algo.name}-{task}-{model}-s{cfg.seed}"
-    if not cfg.out:
-        cfg.out = str(Path("runs") / cfg.name)
-    _check_out(Path(cfg.out))
-    if not cfg.cache_dir:
-        cfg.cache_dir = os.environ.get("RLVR_CACHE", str(Path(".cache") / "rlvr"))
-    return cfg
 
 
 def _check_task_data(task: TaskConfig) -> None:

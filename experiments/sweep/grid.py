@@ -174,9 +174,12 @@ def _mapping_items(node: yaml.Node, path: str, what: str) -> list[tuple[str, yam
 
 
 class _GridParser:
+    """Reads the parts of one grid file's YAML node tree, remembering which part set each key."""
+
     def __init__(self, text: str, path: str):
         self.path = path
         self.loader = yaml.SafeLoader(text)   # only its constructor is used, for scalars
+        self.owner: dict[str, tuple[str, int]] = {}  # key -> (base | axes | zip group N, line)
 
     def scalar(self, node: yaml.Node, what: str) -> str:
         if not isinstance(node, yaml.ScalarNode):
@@ -205,6 +208,71 @@ class _GridParser:
         return ([self.scalar(item, f"each value of {where_name} {key!r}") for item in node.value],
                 [item.start_mark.line + 1 for item in node.value])
 
+    def claim(self, key: str, key_node: yaml.Node, source: str) -> None:
+        """`key` is set by `source` (base, axes or a zip group); a key set in two places is an error."""
+        _check_key(key, key_node, self.path)
+        if key in self.owner:
+            first, line = self.owner[key]
+            raise GridError(f"{_where(self.path, key_node)}: key {key!r} is set by both {first} (line {line}) and "
+                            f"{source}; set it in one place")
+        self.owner[key] = (source, key_node.start_mark.line + 1)
+
+    def base(self, node: yaml.Node) -> tuple[dict[str, str], dict[str, int]]:
+        """`base:` as {key: value text} and {key: line}."""
+        base: dict[str, str] = {}
+        lines: dict[str, int] = {}
+        for key, key_node, value_node in self.flat_mapping(node, "base"):
+            if key in base:
+                raise GridError(f"{_where(self.path, key_node)}: base sets {key!r} twice (first at line {lines[key]})")
+            _check_key(key, key_node, self.path)
+            base[key] = self.scalar(value_node, f"base value of {key!r}")
+            lines[key] = key_node.start_mark.line + 1
+        self.owner.update({k: ("base", line) for k, line in lines.items()})
+        return base, lines
+
+    def axes(self, node: yaml.Node) -> list[Axis]:
+        """`axes:`, one Axis per key (their product is the grid)."""
+        axes = []
+        for key, key_node, value_node in self.flat_mapping(node, "axes"):
+            self.claim(key, key_node, "axes")
+            values, lines = self.points(key, value_node, "axis")
+            _reject_repeats([(v,) for v in values], lines, self.path, f"axis {key!r}")
+            axes.append(Axis(keys=(key,), points=tuple((v,) for v in values), labels=None, lines=tuple(lines),
+                             line=key_node.start_mark.line + 1, source="axes"))
+        return axes
+
+    def zip_groups(self, node: yaml.Node) -> list[Axis]:
+        """`zip:`, one Axis per group of keys varied together (with optional labels)."""
+        if not isinstance(node, yaml.SequenceNode):
+            raise GridError(f"{_where(self.path, node)}: zip must be a list of groups, "
+                            "e.g. zip: [{algo.eps_high: [0.2, 0.28], label: [sym, higher]}]")
+        return [self._zip_group(group_node, f"zip group {number}") for number, group_node in enumerate(node.value, 1)]
+
+    def _zip_group(self, group_node: yaml.Node, source: str) -> Axis:
+        columns: dict[str, list[str]] = {}
+        column_lines: list[list[int]] = []
+        labels = None
+        for key, key_node, value_node in self.flat_mapping(group_node, source):
+            values, lines = self.points(key, value_node, f"{source} key")
+            if key == LABEL_KEY:
+                labels = tuple(_safe_name(v) for v in values)
+                _reject_repeats([(v,) for v in labels], lines, self.path, f"{source} label")
+            else:
+                self.claim(key, key_node, source)
+                columns[key] = values
+            column_lines.append(lines)
+            lengths = {len(v) for v in [*columns.values(), *([labels] if labels else [])]}
+            if len(lengths) > 1:
+                raise GridError(f"{_where(self.path, key_node)}: {source}: {key!r} has {len(values)} values but the "
+                                f"keys before it have {len(column_lines[0])}; zipped keys need equal lengths")
+        if not columns:
+            raise GridError(f"{_where(self.path, group_node)}: {source} varies no key")
+        points = list(zip(*columns.values()))
+        lines = [min(ls) for ls in zip(*column_lines)]
+        _reject_repeats(points, lines, self.path, source)
+        return Axis(keys=tuple(columns), points=tuple(points), labels=labels, lines=tuple(lines),
+                    line=group_node.start_mark.line + 1, source=source)
+
 
 def parse_grid(text: str, path: str = "<grid>") -> Grid:
     """Parse and check a grid file; every error names the file and line (GridError)."""
@@ -221,74 +289,16 @@ def parse_grid(text: str, path: str = "<grid>") -> Grid:
     for key, (key_node, _) in top.items():
         if key not in GRID_KEYS:
             raise GridError(f"{_where(path, key_node)}: unknown top-level key {key!r}; valid: {', '.join(GRID_KEYS)}")
-
+    present = {key: node for key, (_, node) in top.items() if node.tag != "tag:yaml.org,2002:null"}
     name = Path(path).stem
     if "name" in top:
         name = parser.scalar(top["name"][1], "name")
         if not re.fullmatch(r"[A-Za-z0-9._+-]+", name):
             raise GridError(f"{_where(path, top['name'][1])}: name {name!r} may only hold letters, digits and ._+-")
     description = parser.scalar(top["description"][1], "description") if "description" in top else ""
-
-    base: dict[str, str] = {}
-    base_lines: dict[str, int] = {}
-    if "base" in top and top["base"][1].tag != "tag:yaml.org,2002:null":
-        for key, key_node, value_node in parser.flat_mapping(top["base"][1], "base"):
-            if key in base:
-                raise GridError(f"{_where(path, key_node)}: base sets {key!r} twice (first at line {base_lines[key]})")
-            _check_key(key, key_node, path)
-            base[key] = parser.scalar(value_node, f"base value of {key!r}")
-            base_lines[key] = key_node.start_mark.line + 1
-
-    axes: list[Axis] = []
-    owner: dict[str, tuple[str, int]] = {k: ("base", line) for k, line in base_lines.items()}
-
-    def claim(key: str, key_node: yaml.Node, source: str) -> None:
-        _check_key(key, key_node, path)
-        if key in owner:
-            first, line = owner[key]
-            raise GridError(f"{_where(path, key_node)}: key {key!r} is set by both {first} (line {line}) and {source}; "
-                            "set it in one place")
-        owner[key] = (source, key_node.start_mark.line + 1)
-
-    if "axes" in top and top["axes"][1].tag != "tag:yaml.org,2002:null":
-        for key, key_node, value_node in parser.flat_mapping(top["axes"][1], "axes"):
-            claim(key, key_node, "axes")
-            values, lines = parser.points(key, value_node, "axis")
-            _reject_repeats([(v,) for v in values], lines, path, f"axis {key!r}")
-            axes.append(Axis(keys=(key,), points=tuple((v,) for v in values), labels=None, lines=tuple(lines),
-                             line=key_node.start_mark.line + 1, source="axes"))
-
-    if "zip" in top and top["zip"][1].tag != "tag:yaml.org,2002:null":
-        zip_node = top["zip"][1]
-        if not isinstance(zip_node, yaml.SequenceNode):
-            raise GridError(f"{_where(path, zip_node)}: zip must be a list of groups, "
-                            "e.g. zip: [{algo.eps_high: [0.2, 0.28], label: [sym, higher]}]")
-        for number, group_node in enumerate(zip_node.value, start=1):
-            source = f"zip group {number}"
-            columns: dict[str, list[str]] = {}
-            column_lines: list[list[int]] = []
-            labels = None
-            for key, key_node, value_node in parser.flat_mapping(group_node, source):
-                values, lines = parser.points(key, value_node, f"{source} key")
-                if key == LABEL_KEY:
-                    labels = tuple(_safe_name(v) for v in values)
-                    _reject_repeats([(v,) for v in labels], lines, path, f"{source} label")
-                else:
-                    claim(key, key_node, source)
-                    columns[key] = values
-                column_lines.append(lines)
-                lengths = {len(v) for v in [*columns.values(), *([labels] if labels else [])]}
-                if len(lengths) > 1:
-                    raise GridError(f"{_where(path, key_node)}: {source}: {key!r} has {len(values)} values but the "
-                                    f"keys before it have {len(column_lines[0])}; zipped keys need equal lengths")
-            if not columns:
-                raise GridError(f"{_where(path, group_node)}: {source} varies no key")
-            points = list(zip(*columns.values()))
-            lines = [min(ls) for ls in zip(*column_lines)]
-            _reject_repeats(points, lines, path, source)
-            axes.append(Axis(keys=tuple(columns), points=tuple(points), labels=labels, lines=tuple(lines),
-                             line=group_node.start_mark.line + 1, source=source))
-
+    base, base_lines = parser.base(present["base"]) if "base" in present else ({}, {})
+    axes = parser.axes(present["axes"]) if "axes" in present else []
+    axes += parser.zip_groups(present["zip"]) if "zip" in present else []
     raw = yaml.safe_load(text)
     return Grid(name=name, path=path, description=description, base=base, base_lines=base_lines, axes=axes, raw=raw)
 
