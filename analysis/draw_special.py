@@ -44,6 +44,13 @@ def fig_memory(runs: pd.DataFrame, out_dir: str | Path, *, palette: dict[str, st
     columns = [c for _, c in MEMORY_PHASES + MEMORY_HELD]
     sel = runs[runs["algo.name"].isin(MEMORY_ALGOS)]
     sel = sel[sel[columns].notna().any(axis=1)]
+    notes = []
+    if "experiment" in sel and sel["experiment"].nunique() > 1:  # one experiment: never pool two sweeps
+        n_sizes = sel.groupby("experiment")["model.name"].nunique()
+        chosen = sorted(n_sizes.index, key=lambda e: (-n_sizes[e], str(e)))[0]
+        notes.append(f"drawn from experiment {chosen} (the most model sizes); left out: "
+                     f"{', '.join(sorted(str(e) for e in n_sizes.index if e != chosen))}")
+        sel = sel[sel["experiment"] == chosen]
     sizes = sorted(sel["model.name"].dropna().astype(str).unique())
     if len(sizes) < 2:
         raise SkipFigure(f"needs runs of ≥2 model sizes (model.name) of {'/'.join(MEMORY_ALGOS)} with memory "
@@ -58,6 +65,7 @@ def fig_memory(runs: pd.DataFrame, out_dir: str | Path, *, palette: dict[str, st
         for quantity, column in MEMORY_HELD:
             records.append((model, algo, quantity, "held", row[column], n_runs[(model, algo)]))
     data = pd.DataFrame.from_records(records, columns=["model.name", "algo", "quantity", "kind", "bytes", "n_runs"])
+    data.attrs["notes"] = notes
     palette = palette or algo_palette(data["algo"].unique())
     params = data[data.quantity == "parameters"].groupby("model.name")["bytes"].min().to_dict()
     sizes = _size_order(sizes, params)

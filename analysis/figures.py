@@ -52,6 +52,16 @@ FIGURES: tuple[tuple[str, str], ...] = (
 )
 
 
+def _runs_for(frame: pd.DataFrame | None, figure: str) -> pd.DataFrame | None:
+    """The rows a figure is drawn from: runs of the experiments whose grid names it in `figures:`,
+    plus runs of experiments that declare no figures (every figure may use them)."""
+    if frame is None or frame.empty or "experiment.figures" not in frame:
+        return frame
+    declared = frame["experiment.figures"].fillna("").astype(str)
+    wants = declared.eq("") | declared.str.split(",").map(lambda names: figure in names)
+    return frame[wants.to_numpy()]
+
+
 def make_all(runs: pd.DataFrame, groups: pd.DataFrame | None, out_dir: str | Path, *, only: Sequence[str] | None = None,
              smooth: int = 1, threshold: float = 0.5, window: int = 1, n_boot: int = 2000,
              log: Callable[[str], None] = print) -> dict[str, str]:
@@ -63,16 +73,24 @@ def make_all(runs: pd.DataFrame, groups: pd.DataFrame | None, out_dir: str | Pat
         if unknown:
             raise ValueError(f"unknown figure(s) {unknown}; valid: {', '.join(names)}")
     palette = algo_palette(runs["algo"].dropna().unique()) if len(runs) else {}
+    for_fig = {name: _runs_for(runs, name) for name in names}
+    groups_for = {name: _runs_for(groups, name) if groups is not None else None for name in names}
     calls: dict[str, Callable[[], pd.DataFrame]] = {
-        "fig1_memory": lambda: fig_memory(runs, out_dir, palette=palette),
-        "fig2_curves": lambda: fig_curves(runs, out_dir, palette=palette, smooth=smooth, n_boot=n_boot),
-        "fig3_std_norm": lambda: fig_std_norm(runs, groups, out_dir, palette=palette, n_boot=n_boot),
-        "fig4_degenerate": lambda: fig_degenerate(runs, out_dir, palette=palette, smooth=smooth, n_boot=n_boot),
-        "fig5_length": lambda: fig_length(runs, out_dir, palette=palette, smooth=smooth, n_boot=n_boot),
-        "fig6_clip": lambda: fig_clip(runs, out_dir, palette=palette, smooth=smooth, n_boot=n_boot),
-        "fig7_critic": lambda: fig_critic(runs, out_dir, palette=palette, smooth=smooth, n_boot=n_boot),
+        "fig1_memory": lambda: fig_memory(for_fig["fig1_memory"], out_dir, palette=palette),
+        "fig2_curves": lambda: fig_curves(for_fig["fig2_curves"], out_dir, palette=palette, smooth=smooth,
+                                          n_boot=n_boot),
+        "fig3_std_norm": lambda: fig_std_norm(for_fig["fig3_std_norm"], groups_for["fig3_std_norm"], out_dir,
+                                              palette=palette, n_boot=n_boot),
+        "fig4_degenerate": lambda: fig_degenerate(for_fig["fig4_degenerate"], out_dir, palette=palette,
+                                                  smooth=smooth, n_boot=n_boot),
+        "fig5_length": lambda: fig_length(for_fig["fig5_length"], out_dir, palette=palette, smooth=smooth,
+                                          n_boot=n_boot),
+        "fig6_clip": lambda: fig_clip(for_fig["fig6_clip"], out_dir, palette=palette, smooth=smooth, n_boot=n_boot),
+        "fig7_critic": lambda: fig_critic(for_fig["fig7_critic"], out_dir, palette=palette, smooth=smooth,
+                                          n_boot=n_boot),
         "fig8_k4_advantages": lambda: fig_k4_advantages(runs, out_dir),
-        "summary": lambda: write_summary(runs, out_dir, threshold=threshold, window=window, n_boot=n_boot),
+        "summary": lambda: write_summary(for_fig["summary"], out_dir, threshold=threshold, window=window,
+                                         n_boot=n_boot),
     }
     report = {}
     for name in names:

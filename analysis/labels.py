@@ -9,32 +9,47 @@ from typing import Any
 
 import numpy as np
 
+# Keys that do not make two runs different experiments: seeds (they are what is pooled over) and
+# bookkeeping that does not change what a run computes.
+POOLED_KEYS = ("seed", "task.seed", "model.init_seed", "name", "out", "out_dir", "cache_dir", "threads", "device",
+               "eval_every", "checkpoint_every", "preempt_grace_s", "task.verify_workers", "task.verify_timeout_s")
+POOLED_PREFIXES = ("meta.", "log.", "rollout.vllm_", "experiment")
+
+
+def _pooled(key: str) -> bool:
+    return key in POOLED_KEYS or key.startswith(POOLED_PREFIXES)
+
+
 def algo_labels(configs: Sequence[dict[str, Any]]) -> list[str]:
-    """A readable algorithm label per flattened config.
+    """A readable label per flattened config: runs with equal labels (in one experiment, task and
+    model) differ in seed alone, and only they are pooled.
 
     The label is `algo.name` plus `knob=value` for every `algo.*` knob that (a) takes more than
-    one value among the loaded runs of that preset on the same task and model (`task.name`,
-    `model.name`: runs that are never averaged together) and (b) differs from the preset's
-    default (from `algos.PRESETS`; where the preset is unknown, from the value most runs share).
-    So GRPO seeds with and without std-normalization read "grpo" and "grpo scale=none"; knobs
-    that every run of a preset shares stay out of the label.
+    one value among the loaded runs of that preset in the same experiment, task and model and (b)
+    differs from the preset's default (from `algos.PRESETS`; where the preset is unknown, from the
+    value most runs share), then `key=value` for every other config key that varies there, seeds
+    and bookkeeping (`POOLED_KEYS`) aside, against the value most runs share. So GRPO seeds with
+    and without std-normalization read "grpo" and "grpo scale=none", and a 2-step run beside
+    60-step ones reads "grpo steps=2".
     """
     by_name: dict[Any, list[int]] = defaultdict(list)
     for i, config in enumerate(configs):
-        by_name[tuple(_hashable(config.get(k)) for k in ("algo.name", "task.name", "model.name"))].append(i)
+        key = ("algo.name", "experiment", "task.name", "model.name")
+        by_name[tuple(_hashable(config.get(k)) for k in key)].append(i)
     labels = [""] * len(configs)
-    for (name, _, _), members in by_name.items():
+    for (name, *_), members in by_name.items():
         base = str(name) if name is not None else "unknown"
-        knobs = sorted({k for i in members for k in configs[i] if k.startswith("algo.") and k != "algo.name"})
-        varying = [k for k in knobs if len({_hashable(configs[i].get(k)) for i in members}) > 1]
-        defaults = _preset_defaults(base) if varying else {}
+        keys = sorted({k for i in members for k in configs[i] if k != "algo.name" and not _pooled(k)})
+        varying = [k for k in keys if len({_hashable(configs[i].get(k)) for i in members}) > 1]
+        knobs = [k for k in varying if k.startswith("algo.")]
+        others = [k for k in varying if not k.startswith("algo.")]
+        defaults = {f"algo.{k}": v for k, v in _preset_defaults(base).items()} if knobs else {}
         for k in varying:
-            if k[len("algo."):] not in defaults:
-                counts = Counter(_hashable(configs[i].get(k)) for i in members)
-                defaults[k[len("algo."):]] = counts.most_common(1)[0][0]
+            if k not in defaults:
+                defaults[k] = Counter(_hashable(configs[i].get(k)) for i in members).most_common(1)[0][0]
         for i in members:
-            parts = [f"{k[len('algo.'):]}={_format_value(configs[i].get(k))}" for k in varying
-                     if not _same(configs[i].get(k), defaults[k[len('algo.'):]])]
+            parts = [f"{k.removeprefix('algo.')}={_format_value(configs[i].get(k))}" for k in [*knobs, *others]
+                     if not _same(configs[i].get(k), defaults[k])]
             labels[i] = " ".join([base, *parts])
     return labels
 
@@ -67,5 +82,6 @@ def _format_value(value: Any) -> str:
 
 
 def _attach_algo_labels(infos: list[dict[str, Any]]) -> None:
-    for info, label in zip(infos, algo_labels([i["config"] for i in infos])):
+    configs = [{**i["config"], "experiment": i.get("experiment")} for i in infos]
+    for info, label in zip(infos, algo_labels(configs)):
         info["algo"] = label

@@ -20,6 +20,7 @@ small file instead of parsing YAML and JSON. Delete those files to clear the cac
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import warnings
@@ -41,8 +42,10 @@ from experiments.metrics import GROUP_KEYS, METRIC_KEYS  # noqa: E402 - one list
 # METRIC_KEYS: every metrics.jsonl row; all but `step` load as float64, all-NaN where a run does not
 # log them. GROUP_KEYS: every groups.jsonl row; `step`, `group` load as int64, `degenerate` as bool.
 
-ID_COLUMNS: tuple[str, ...] = ("run", "run_name", "algo", "state")
-"""Columns every loaded frame starts with, before the step data and the config knobs."""
+ID_COLUMNS: tuple[str, ...] = ("run", "run_name", "algo", "experiment", "experiment.figures", "state")
+"""Columns every loaded frame starts with, before the step data and the config knobs. `experiment`
+is the run's sweep (its folder name): runs of two experiments are never pooled; figures named in
+`experiment.figures` (the grid's `figures:`) are drawn from it."""
 
 CONFIG_FILE, METRICS_FILE, GROUPS_FILE, STATUS_FILE = "config.yaml", "metrics.jsonl", "groups.jsonl", "status.json"
 _PARSE_THREADS = min(4, os.cpu_count() or 1)
@@ -150,17 +153,44 @@ def load_groups(paths: PathsLike, *, cache: bool = True, config_columns: Sequenc
 
 
 def _run_info(run: Path, config: dict[str, Any]) -> dict[str, Any]:
-    """The run's id columns, status (read afresh: it is not cached) and flattened config."""
+    """The run's id columns, status (read afresh: it is not cached), experiment and flattened config."""
     status = read_status(run / STATUS_FILE)
     name = config.get("name")
+    experiment, figures = experiment_of(run)
     return {
         "run": str(run),
         "run_name": str(name) if name is not None else run.name,
+        "algo": "",
+        "experiment": experiment,
+        "experiment.figures": figures,
         "state": status.get("state") or "unknown",
         "status.step": status.get("step"),
         "status.error": status.get("error"),
         "config": config,
     }
+
+
+@functools.lru_cache(maxsize=4096)
+def _sweep_record(folder: Path) -> tuple[str, str] | None:
+    """(name, figures as a comma-separated list) of the sweep whose sweep.json sits in `folder`."""
+    path = folder / "sweep.json"
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return folder.name, ""
+    figures = (record.get("grid") or {}).get("figures") or []
+    return folder.name, ",".join(str(f) for f in figures) if isinstance(figures, list) else ""
+
+
+def experiment_of(run: Path) -> tuple[str, str]:
+    """The experiment a run belongs to: its sweep's folder name (the folder holding sweep.json) and
+    the figures that sweep's grid declares (`figures:`; '' = none declared). Runs outside any sweep
+    share the experiment "—" (declaring no figures); their labels still keep apart any two that
+    differ in more than the seed."""
+    record = _sweep_record(run.parent.resolve())
+    return record if record is not None else ("—", "")
 
 
 def read_status(path: Path) -> dict[str, Any]:

@@ -33,7 +33,7 @@ PRESET_COLORS: dict[str, str] = {  # seaborn "colorblind"; fixed so every figure
 _EXTRA_COLORS = ("#d55e00", "#56b4e9", "#949494", "#ece133", "#fbafe4", "#000000",
                  "#8c564b", "#17becf", "#bcbd22", "#7f7f7f")
 SIZE_ORDER = ("tiny", "small", "base", "medium", "large")  # experiments/models.py size presets
-SETTING_KEYS = ("task.name", "model.name")  # runs differing here are never averaged together
+SETTING_KEYS = ("experiment", "task.name", "model.name")  # runs differing here are never averaged together
 STEP_LABEL = "training step"
 _RC = {**sns.axes_style("whitegrid"), **sns.plotting_context("paper"),
        "axes.titleweight": "bold", "legend.frameon": False, "savefig.bbox": "tight", "savefig.pad_inches": 0.05,
@@ -92,13 +92,13 @@ def _settings(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _setting_title(task: str, model: str) -> str:
-    return f"task {task} · model {model}"
+def _setting_title(experiment: str, task: str, model: str) -> str:
+    return f"{experiment} · task {task} · model {model}" if experiment not in ("", "—") else f"task {task} · model {model}"
 
 
-def _setting_sort_key(setting: tuple[str, str]) -> tuple:
-    task, model = setting
-    return (task, SIZE_ORDER.index(model) if model in SIZE_ORDER else len(SIZE_ORDER), model)
+def _setting_sort_key(setting: tuple[str, str, str]) -> tuple:
+    experiment, task, model = setting
+    return (experiment, task, SIZE_ORDER.index(model) if model in SIZE_ORDER else len(SIZE_ORDER), model)
 
 
 _LEGEND_IN_PER_CHAR = 0.075  # legend text width per character at the paper context's legend font

@@ -1,4 +1,4 @@
-"""summary.md: per (task, model, algorithm) final accuracy IQM with interval, P(improvement over
+"""summary.md: per (experiment, task, model, algorithm) final accuracy IQM with interval, P(improvement over
 grpo), steps to threshold, peak memory, tokens per second, final pass@k."""
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from analysis.style import (
 
 def summary_table(runs: pd.DataFrame, *, threshold: float = 0.5, window: int = 1, baseline: str = "grpo",
                   n_boot: int = 2000) -> pd.DataFrame:
-    """One row per (task, model, algorithm).
+    """One row per (experiment, task, model, algorithm): one table per experiment in summary.md.
 
     final_acc_*: IQM of each run's final eval_accuracy with its stratified-bootstrap 95 %
     interval, over completed runs (over all runs, flagged `final_over_unfinished`, when none
@@ -32,7 +32,7 @@ def summary_table(runs: pd.DataFrame, *, threshold: float = 0.5, window: int = 1
     runs = _settings(runs)
     pass_columns = sorted((c for c in runs.columns if c.startswith("eval_pass@")), key=lambda c: int(c.split("@")[1]))
     rows = []
-    for (task, model), setting in runs.groupby(list(SETTING_KEYS), sort=True):
+    for (experiment, task, model), setting in runs.groupby(list(SETTING_KEYS), sort=True):
         finals: dict[str, np.ndarray] = {}
         unfinished: dict[str, bool] = {}
         for algo, part in setting.groupby("algo"):
@@ -43,7 +43,8 @@ def summary_table(runs: pd.DataFrame, *, threshold: float = 0.5, window: int = 1
             unfinished[algo] = use is part and (part["state"] != "completed").any()
         for algo in algo_order(setting["algo"].unique()):
             part = setting[setting["algo"] == algo]
-            row = {"task.name": task, "model.name": model, "algo": algo, "n_runs": part["run"].nunique(),
+            row = {"experiment": experiment, "task.name": task, "model.name": model, "algo": algo,
+                   "n_runs": part["run"].nunique(),
                    "n_completed": part.loc[part["state"] == "completed", "run"].nunique(),
                    "final_over_unfinished": unfinished[algo]}
             scores = finals[algo]
@@ -62,7 +63,7 @@ def summary_table(runs: pd.DataFrame, *, threshold: float = 0.5, window: int = 1
                 finals_k = final_values(part, column) if part[column].notna().any() else pd.Series(dtype=float)
                 row[f"final_{column}"] = finals_k.mean() if len(finals_k) else np.nan
             rows.append(row)
-    columns = ["task.name", "model.name", "algo", "n_runs", "n_completed", "final_over_unfinished", "final_acc_iqm",
+    columns = ["experiment", "task.name", "model.name", "algo", "n_runs", "n_completed", "final_over_unfinished", "final_acc_iqm",
                "final_acc_low", "final_acc_high", "p_improve", "p_improve_low", "p_improve_high",
                "steps_to_threshold", "peak_mem_bytes", "tokens_per_s", *(f"final_{c}" for c in pass_columns)]
     return pd.DataFrame.from_records(rows).reindex(columns=columns)
@@ -90,8 +91,8 @@ def write_summary(runs: pd.DataFrame, out_dir: str | Path, *, threshold: float =
              "Peak memory: max over steps of mem_peak_bytes, mean over runs. Tokens/s: mean over steps and runs.", ""]
     header = ["algorithm", "runs (completed)", "final accuracy IQM [95 % CI]", f"P(> {baseline}) [95 % CI]",
               f"steps to {threshold:g}", "peak memory", "tokens/s"]
-    for (task, model), part in table.groupby(["task.name", "model.name"], sort=True):
-        lines += [f"## {_setting_title(task, model)}", "", "| " + " | ".join(header) + " |",
+    for (experiment, task, model), part in table.groupby(["experiment", "task.name", "model.name"], sort=True):
+        lines += [f"## {_setting_title(experiment, task, model)}", "", "| " + " | ".join(header) + " |",
                   "|" + "|".join(["---"] * len(header)) + "|"]
         for r in part.itertuples(index=False):
             r = r._asdict()

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-GRID_KEYS = ("name", "description", "base", "axes", "zip")
+GRID_KEYS = ("name", "description", "base", "axes", "zip", "figures")
 # Overrides that do not change what a run computes; they are left out of the cell id.
 ID_EXCLUDED_KEYS = ("out", "name", "cache_dir", "threads")
 # Keys the sweep sets per cell; a grid or the command line may not set them.
@@ -296,6 +296,14 @@ def parse_grid(text: str, path: str = "<grid>") -> Grid:
         if not re.fullmatch(r"[A-Za-z0-9._+-]+", name):
             raise GridError(f"{_where(path, top['name'][1])}: name {name!r} may only hold letters, digits and ._+-")
     description = parser.scalar(top["description"][1], "description") if "description" in top else ""
+    if "figures" in present:  # which figures of `python -m analysis figures` this sweep feeds
+        node = present["figures"]
+        if not isinstance(node, yaml.SequenceNode):
+            raise GridError(f"{_where(path, node)}: figures must be a list of figure names, e.g. "
+                            "figures: [fig2_curves, summary]")
+        for item in node.value:
+            if not re.fullmatch(r"[a-z0-9_]+", parser.scalar(item, "each figure name")):
+                raise GridError(f"{_where(path, item)}: {item.value!r} is not a figure name (like fig2_curves)")
     base, base_lines = parser.base(present["base"]) if "base" in present else ({}, {})
     axes = parser.axes(present["axes"]) if "axes" in present else []
     axes += parser.zip_groups(present["zip"]) if "zip" in present else []

@@ -1,8 +1,10 @@
 """analysis.figures on synthetic runs with known values: each figure's returned data is checked
 against hand-computed numbers, and figures the runs cannot support are skipped with a message."""
+import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from analysis import load_groups, load_runs
@@ -365,3 +367,63 @@ def test_long_variant_labels_wrap_at_spaces_and_equals_into_columns():
     assert [w.replace("\n", " ") for w in wrapped] == labels  # nothing lost, only line breaks added
     assert _legend_layout(["ppo", "grpo"], 7.0) == (2, ["ppo", "grpo"], 1)
     assert [_short_rate_label(b) for b in ["0", "0.125", "1", "0.1–0.2"]] == ["0", ".125", "1", ".1–.2"]
+
+
+# ----------------------------------------------------------------------------- experiments kept apart
+
+def _sweep(root, name, *, steps, figures=None, algos=("grpo", "ppo"), reward=0.5):
+    """A sweep folder as `python -m experiments sweep` leaves it: sweep.json (with the grid's
+    `figures:` when given) and one run folder per (algo, seed)."""
+    folder = root / name
+    folder.mkdir(parents=True)
+    grid = {"name": name, "axes": {"algo": list(algos), "seed": [0, 1]}, **({"figures": figures} if figures else {})}
+    (folder / "sweep.json").write_text(json.dumps({"name": name, "grid": grid, "cells": []}))
+    for algo in algos:
+        for seed in (0, 1):
+            write_run(folder, f"{algo}-s{seed}", algo=algo, seed=seed, steps=steps,
+                      metrics={"reward_mean": [reward + 0.1 * seed] * steps,
+                               "eval_accuracy": [None] * (steps - 1) + [reward],
+                               "mem_peak_rollout_bytes": [MB] * steps})
+    return folder
+
+
+def test_two_sweeps_are_never_pooled_and_figures_come_from_the_sweeps_that_declare_them(tmp_path):
+    """A 60-step learning sweep and a 2-step memory sweep of the same presets: no curve or summary
+    row mixes them, and a figure a sweep declares is drawn only from the sweeps declaring it."""
+    root = tmp_path / "runs"
+    _sweep(root, "learning", steps=6, figures=["fig2_curves", "summary"], reward=0.5)
+    _sweep(root, "memory", steps=2, figures=["fig1_memory"], reward=0.0)
+    runs = load_runs(root)
+    assert set(runs.experiment) == {"learning", "memory"} and set(runs.algo) == {"grpo", "ppo"}
+    out = tmp_path / "fig"
+    report = make_all(runs, None, out, only=["fig2_curves", "summary"], n_boot=50, log=lambda _: None)
+    assert report["fig2_curves"] == "wrote" and report["summary"] == "wrote"
+    curves = pd.read_csv(out / "fig2_curves.csv")
+    assert set(curves.experiment) == {"learning"}          # the memory sweep does not declare fig2
+    assert curves.loc[curves.metric == "reward_mean", "n"].eq(2).all()  # two seeds, one sweep
+    assert curves.step.max() == 6
+    text = (out / "summary.md").read_text()
+    assert "## learning · task arithmetic · model tiny" in text and "memory ·" not in text
+    # without `figures:` both sweeps feed every figure, each in its own panel, never one curve
+    (root / "memory" / "sweep.json").write_text(json.dumps({"name": "memory", "grid": {}, "cells": []}))
+    from analysis.load import _sweep_record
+
+    _sweep_record.cache_clear()
+    runs = load_runs(root)
+    make_all(runs, None, out, only=["fig2_curves", "summary"], n_boot=50, log=lambda _: None)
+    curves = pd.read_csv(out / "fig2_curves.csv")
+    per_curve = curves.groupby(["experiment", "algo", "metric"])["step"].max()
+    assert per_curve.xs("memory").max() == 2 and per_curve.xs("learning").min() == 6
+    table = summary_table(runs, n_boot=50)
+    assert sorted(zip(table.experiment, table.algo)) == [("learning", "grpo"), ("learning", "ppo"),
+                                                         ("memory", "grpo"), ("memory", "ppo")]
+    assert (table.n_runs == 2).all()
+
+
+def test_runs_outside_sweeps_that_differ_in_more_than_the_seed_get_their_own_label(tmp_path):
+    for seed in (0, 1):
+        write_run(tmp_path, f"long{seed}", algo="grpo", seed=seed, steps=60, metrics={"reward_mean": [0.5]})
+    write_run(tmp_path, "short", algo="grpo", seed=0, steps=2, metrics={"reward_mean": [0.1]})
+    labels = load_runs(tmp_path).drop_duplicates("run").set_index("run_name")["algo"]
+    # the value most runs share is left out of the label
+    assert (labels["long0"], labels["long1"], labels["short"]) == ("grpo", "grpo", "grpo steps=2")

@@ -20,7 +20,8 @@ def test_one_row_per_run_and_step_with_flattened_knobs(tmp_path):
     write_run(tmp_path, "b", metrics={"reward_mean": [0.5, 0.6]}, algo="dr_grpo", seed=2, model="small")
     df = load_runs(tmp_path)
     assert len(df) == 5
-    assert list(df.columns[:5]) == ["run", "run_name", "algo", "state", "step"]
+    assert list(df.columns[:7]) == ["run", "run_name", "algo", "experiment", "experiment.figures", "state", "step"]
+    assert set(df["experiment"]) == {"—"}  # runs outside any sweep share one experiment
     a = df[df.run_name == "a"]
     assert a.step.tolist() == [1, 2, 3]
     assert a.reward_mean.tolist() == pytest.approx([0.1, 0.2, 0.3])
@@ -299,6 +300,6 @@ def test_load_groups(tmp_path):
     assert df.std_gain.iloc[0] == pytest.approx(1 / (0.5 + 1e-6))  # unbiased std of [1,0,0,0] is 0.5
     assert set(df["algo.scale"]) == {"group_std"} and set(df.algo) == {"grpo"}
     small = load_groups(tmp_path, config_columns=["algo.scale"])
-    assert [c for c in small.columns if "." in c] == ["algo.scale"]
+    assert [c for c in small.columns if "." in c and c != "experiment.figures"] == ["algo.scale"]
     with pytest.raises(KeyError, match="not in any loaded run's config"):
         load_groups(tmp_path, config_columns=["algo.nope"])
