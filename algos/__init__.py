@@ -11,7 +11,7 @@ from algos.presets import PRESETS
 _CORE = ("LOG_RATIO_CLAMP", "advantage_stats", "aggregate", "clamp_kl", "clipped_surrogate", "degenerate_groups",
          "explained_variance", "gae", "group_advantages", "informative_groups", "kl_estimate", "masked_mean",
          "masked_whiten", "overlong_penalty", "value_loss")
-_LOSS = ("compute_advantages", "policy_loss", "shape_rewards")
+_LOSS = ("compute_advantages", "loss_mask", "loss_mask_counts", "policy_loss", "shape_rewards")
 
 __all__ = ["AlgoConfig", "PRESETS", "preset", "knob_names", "knob_help", "parse_knob", *_CORE, *_LOSS]
 

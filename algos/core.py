@@ -264,6 +264,8 @@ def aggregate(
     mode: str = "seq_mean_token_mean",
     *,
     max_len: int | None = None,
+    num_seqs: Tensor | int | None = None,
+    num_tokens: Tensor | int | None = None,
 ) -> Tensor:
     """Reduce a per-token loss (B, T) over the rollouts of a minibatch to a scalar.
 
@@ -273,13 +275,17 @@ def aggregate(
 
     G counts the rollouts with at least one unmasked token (a rollout removed from the
     loss entirely, e.g. by `mask_truncated`, does not dilute the others). An empty mask gives 0.
+    Micro-batches: pass the whole minibatch's G (`num_seqs`) and sum_i |o_i| (`num_tokens`) when
+    this call sees one micro-batch of it; the micro-batch losses then sum to the minibatch's loss,
+    so accumulated gradients equal the unsplit ones.
     """
     _check_choice(mode, AGGREGATIONS, "loss aggregation")
     mask = response_mask.to(per_token.dtype)
     lengths = mask.sum(dim=1)  # (B,)
-    num_seqs = (lengths > 0).sum().clamp(min=1)
+    if num_seqs is None:
+        num_seqs = (lengths > 0).sum().clamp(min=1)
     if mode == "token_mean":
-        return masked_sum(per_token, mask) / lengths.sum().clamp(min=1)
+        return masked_sum(per_token, mask) / (lengths.sum().clamp(min=1) if num_tokens is None else num_tokens)
     if mode == "seq_mean_token_mean":
         return (masked_sum(per_token, mask, dim=1) / lengths.clamp(min=1)).sum() / num_seqs
     if max_len is None or max_len <= 0:
@@ -297,15 +303,19 @@ def value_loss(
     response_mask: Tensor,
     *,
     clip: float = 0.2,
+    num_tokens: Tensor | int | None = None,
 ) -> Tensor:
     """Clipped value loss of PPO's critic, token mean over the response:
 
         1/2 * max((V - G)^2, (V_old + clip(V - V_old, -clip, clip) - G)^2)
 
-    values, old_values, returns, response_mask (B, T) -> scalar
+    values, old_values, returns, response_mask (B, T) -> scalar. `num_tokens`: the minibatch's
+    response tokens when this call sees one micro-batch of it (see `aggregate`).
     """
     clipped_values = old_values + torch.clamp(values - old_values, -clip, clip)
     per_token = 0.5 * torch.max((values - returns) ** 2, (clipped_values - returns) ** 2)
+    if num_tokens is not None:
+        return masked_sum(per_token, response_mask.to(values.dtype)) / num_tokens
     return masked_mean(per_token, response_mask.to(values.dtype))
 
 

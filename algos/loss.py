@@ -73,6 +73,23 @@ def compute_advantages(
     return advantages, returns
 
 
+def loss_mask(response_mask: Tensor, truncated: Tensor | None, cfg: AlgoConfig) -> Tensor:
+    """The tokens in the policy loss (B, T): the response, less truncated rollouts under mask_truncated."""
+    mask = response_mask.float()
+    if cfg.mask_truncated:
+        if truncated is None:
+            raise ValueError("mask_truncated needs batch['truncated'] (B,) bool")
+        mask = mask * (~truncated.bool()).float()[:, None]
+    return mask
+
+
+def loss_mask_counts(response_mask: Tensor, truncated: Tensor | None, cfg: AlgoConfig) -> dict[str, Tensor]:
+    """A minibatch's loss denominators, for each of its micro-batches' `policy_loss`:
+    num_seqs (rollouts with a token in the loss, >= 1) and num_tokens (>= 1)."""
+    mask = loss_mask(response_mask, truncated, cfg)
+    return {"num_seqs": (mask.sum(1) > 0).sum().clamp(min=1), "num_tokens": mask.sum().clamp(min=1)}
+
+
 def policy_loss(batch: dict[str, Tensor], cfg: AlgoConfig) -> tuple[Tensor, dict[str, float]]:
     """Loss of one minibatch: clipped surrogate, aggregated, plus beta * KL when it sits in the loss.
 
@@ -86,15 +103,13 @@ def policy_loss(batch: dict[str, Tensor], cfg: AlgoConfig) -> tuple[Tensor, dict
         truncated (B,) bool   needed when mask_truncated
         entropy (B, T)        needed when entropy_coef > 0 (with gradient)
         max_len int           L for seq_mean_token_sum_norm when cfg.norm_len is None
+        num_seqs, num_tokens  the minibatch's loss-mask counts when this is one micro-batch of it
+                              (`loss_mask_counts`); omitted: this batch's own
     Returns the scalar loss and float metrics (pg_loss, kl_loss, clip_frac_low, clip_frac_high,
     clip_frac_dual (None without dual_clip), ratio_mean, tis_weight_mean, kl_clamp_frac); every
     metric is None when the mask (after mask_truncated) holds no token.
     """
-    mask = batch["response_mask"].float()
-    if cfg.mask_truncated:
-        if "truncated" not in batch:
-            raise ValueError("mask_truncated needs batch['truncated'] (B,) bool")
-        mask = mask * (~batch["truncated"].bool()).float()[:, None]
+    mask = loss_mask(batch["response_mask"], batch.get("truncated"), cfg)
     logp = batch["logp"]
     per_token, stats = clipped_surrogate(
         logp, batch["old_logp"], batch["advantages"], eps_low=cfg.eps_low, eps_high=cfg.eps_high,
@@ -110,21 +125,22 @@ def policy_loss(batch: dict[str, Tensor], cfg: AlgoConfig) -> tuple[Tensor, dict
         per_token = per_token * tis_weight
         metrics["tis_weight_mean"] = masked_mean(tis_weight, mask).item()
     max_len = cfg.norm_len if cfg.norm_len is not None else batch.get("max_len")
-    pg_loss = aggregate(per_token, mask, cfg.aggregation, max_len=max_len)
+    norm = {"max_len": max_len, "num_seqs": batch.get("num_seqs"), "num_tokens": batch.get("num_tokens")}
+    pg_loss = aggregate(per_token, mask, cfg.aggregation, **norm)
     loss = pg_loss
     kl_loss = torch.zeros(())
     if cfg.kl_coef > 0 and cfg.kl_placement == "loss":
         if batch.get("ref_logp") is None:
             raise ValueError("kl_coef > 0 with kl_placement='loss' needs batch['ref_logp']")
         kl, kl_clamped = clamp_kl(kl_estimate(logp, batch["ref_logp"], cfg.kl_kind), cfg.kl_clamp)
-        kl_loss = aggregate(kl, mask, cfg.aggregation, max_len=max_len)
+        kl_loss = aggregate(kl, mask, cfg.aggregation, **norm)
         loss = pg_loss + cfg.kl_coef * kl_loss
         if cfg.kl_clamp is not None:
             metrics["kl_clamp_frac"] = masked_mean(kl_clamped, mask).item()
     if cfg.entropy_coef > 0:
         if batch.get("entropy") is None:
             raise ValueError("entropy_coef > 0 needs batch['entropy'] (B, T) with gradient")
-        entropy_loss = aggregate(batch["entropy"], mask, cfg.aggregation, max_len=max_len)
+        entropy_loss = aggregate(batch["entropy"], mask, cfg.aggregation, **norm)
         loss = loss - cfg.entropy_coef * entropy_loss
         metrics["entropy_bonus"] = entropy_loss.item()
     metrics.update(

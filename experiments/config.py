@@ -77,6 +77,8 @@ class TrainConfig:
     rollouts_per_step: int = _f(256, "rollouts per step = prompts x algo.group_size (GRPO: 32 x 8; PPO: 256 x 1)")
     lr: float = _f(2e-4, "policy learning rate (AdamW); tiny-model default, papers use ~1e-6 at 7B")
     critic_lr: float = _f(1e-3, "critic learning rate (PPO)")
+    micro_batch_size: int = _f(0, "rollouts per forward/backward (gradient accumulation; also the chunk of the "
+                                  "no-grad passes); one optimizer step per minibatch whatever its value; 0: whole minibatch")
     lr_schedule: str = _f("constant", "constant | linear | cosine decay to 0 at the last step (policy and critic)")
     lr_warmup_steps: int = _f(0, "linear lr warm-up over the first N steps")
     weight_decay: float = _f(0.0, "AdamW weight decay")
@@ -238,6 +240,7 @@ def _check_values(cfg: TrainConfig) -> None:
         ("grad_clip", cfg.grad_clip > 0, "> 0 (a negative max norm would flip the update)"),
         ("threads", cfg.threads >= 0, ">= 0 (0: torch's default)"),
         ("lr_warmup_steps", cfg.lr_warmup_steps >= 0, ">= 0"),
+        ("micro_batch_size", cfg.micro_batch_size >= 0, ">= 0 (0: the whole minibatch)"),
         ("eval_samples", cfg.eval_samples >= 0, ">= 0"),
         ("eval_temperature", cfg.eval_temperature > 0, "> 0"),
         ("log.samples_per_step", cfg.log.samples_per_step >= 0, ">= 0"),

@@ -29,6 +29,33 @@ def update_means(per_minibatch: list[dict]) -> dict:
     return means
 
 
+SUMMED_KEYS = ("pg_loss", "kl_loss", "entropy_bonus", "value_loss", "loss_value")  # normalised by the minibatch
+LOSS_MASK_MEANS = ("clip_frac_low", "clip_frac_high", "clip_frac_dual", "ratio_mean", "tis_weight_mean",
+                   "kl_clamp_frac")  # means over the tokens in the loss
+
+
+def combine_micro_metrics(parts: list[dict]) -> dict:
+    """One minibatch's metrics from its micro-batches': the losses (each already normalised by the
+    whole minibatch) summed, token means weighted by each micro-batch's tokens, so the result
+    equals the unsplit minibatch's. None where no micro-batch had a token in the loss."""
+    loss_tokens = sum(p["loss_tokens"] for p in parts)
+    out: dict = {}
+    for key in SUMMED_KEYS:
+        values = [p[key] for p in parts if p.get(key) is not None]
+        out[key] = sum(values) if values else None
+    for key in LOSS_MASK_MEANS:
+        pairs = [(p[key], p["loss_tokens"]) for p in parts if p.get(key) is not None]
+        weight = sum(w for _, w in pairs)
+        out[key] = sum(v * w for v, w in pairs) / weight if pairs and weight > 0 else None
+    response_tokens = sum(p["response_tokens"] for p in parts)
+    out["entropy_mean"] = (sum(p["entropy_mean"] * p["response_tokens"] for p in parts) / response_tokens
+                           if response_tokens else None)
+    if loss_tokens == 0:  # no token in the loss: the loss statistics are undefined, not 0
+        out.update({key: None for key in (*LOSS_MASK_MEANS, "pg_loss", "kl_loss", "entropy_bonus", "entropy_mean")})
+    out["loss"] = out.pop("loss_value") if loss_tokens else None
+    return out
+
+
 @dataclass
 class StepTensors:
     """The no-grad passes of a step, each (B, T) over the response tokens (None where not used)."""

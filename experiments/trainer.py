@@ -17,7 +17,9 @@ from pathlib import Path
 
 import torch
 
-from algos import advantage_stats, compute_advantages, kl_estimate, masked_mean, policy_loss, value_loss
+from algos import (
+    advantage_stats, compute_advantages, kl_estimate, loss_mask, loss_mask_counts, masked_mean, policy_loss, value_loss,
+)
 from experiments.batch import Batch, BatchCollector, PromptSampler, sampling
 from experiments.config import TrainConfig
 from experiments.memory import PhaseTracker
@@ -25,7 +27,8 @@ from experiments.metrics import METRIC_KEYS
 from experiments.runfolder import RunFolder, numpy_rng_state, set_numpy_rng_state
 from experiments.schedule import lr_factor
 from experiments.step_metrics import (
-    ADV_KEYS, BATCH_STAT_KEYS, StepTensors, group_rows, policy_rows, train_sample_rows, update_means,
+    ADV_KEYS, BATCH_STAT_KEYS, StepTensors, combine_micro_metrics, group_rows, policy_rows, train_sample_rows,
+    update_means,
 )
 from experiments.trackers import Trackers
 
@@ -145,16 +148,19 @@ class Trainer:
         update phase: same model, same memory), the reference's and the critic's passes."""
         rollouts = batch.rollouts
         mask = rollouts.response_mask.float().to(self.device)  # (B, T)
+        chunk = self.cfg.micro_batch_size or None  # the no-grad passes run in micro-batches too
         with self.tracker.phase("update"):
-            old_logp, _ = self._forward_logp(self.policy, rollouts)
+            old_logp, _ = self._forward_logp(self.policy, rollouts, chunk_size=chunk)
         ref_logp = values = None
         if self.reference is not None:
             with self.tracker.phase("reference"):
-                ref_logp = self._forward_logp(self.reference, rollouts)[0]
+                ref_logp = self._forward_logp(self.reference, rollouts, chunk_size=chunk)[0]
         if self.critic is not None:
             with self.tracker.phase("critic"):
-                values = self.critic.values(rollouts.input_ids.to(self.device),
-                                            rollouts.attention_mask.to(self.device), mask.shape[1]) * mask
+                rows = torch.arange(len(rollouts)).split(chunk or len(rollouts))
+                values = torch.cat([self.critic.values(rollouts.input_ids[r].to(self.device),
+                                                       rollouts.attention_mask[r].to(self.device), mask.shape[1])
+                                    for r in rows]) * mask
         return StepTensors(mask=mask, old_logp=old_logp, ref_logp=ref_logp, values=values, returns=None)
 
     def _advantages(self, batch: Batch, passes: StepTensors):
@@ -230,6 +236,33 @@ class Trainer:
         return per_minibatch, grads_peak
 
     def _minibatch(self, rollouts, rows, passes: StepTensors, advantages) -> dict:
+        """One optimizer step on the minibatch `rows`, its forward/backward passes in micro-batches
+        of `micro_batch_size` rollouts whose losses are normalised by the whole minibatch's counts,
+        so the accumulated gradient equals the unsplit minibatch's."""
+        cfg, algo = self.cfg, self.algo
+        counts = loss_mask_counts(passes.mask[rows], rollouts.truncated[rows].to(self.device), algo)
+        value_tokens = passes.mask[rows].sum().clamp(min=1)
+        parts = [self._micro_step(rollouts, chunk, passes, advantages, counts, value_tokens)
+                 for chunk in rows.split(cfg.micro_batch_size or len(rows))]
+        metrics = combine_micro_metrics(parts)
+        has_tokens = metrics["pg_loss"] is not None  # None: no token of this minibatch is in the loss
+        loss = sum(part["loss_value"] for part in parts)
+        if not math.isfinite(loss):
+            return self._skip_nonfinite(metrics, f"loss={loss}")
+        if has_tokens:  # no token in the loss: no policy step (Adam would still move on momentum)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.grad_clip).item()
+            metrics["grad_norm"] = grad_norm
+            if not math.isfinite(grad_norm):
+                return self._skip_nonfinite(metrics, f"grad_norm={grad_norm}")
+            self.optimizer.step()
+        if self.critic is not None:
+            torch.nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.grad_clip)
+            self.critic_optimizer.step()
+        self.nonfinite_in_a_row = 0
+        return metrics
+
+    def _micro_step(self, rollouts, rows, passes: StepTensors, advantages, counts: dict, value_tokens) -> dict:
+        """Forward and backward of one micro-batch; returns its metrics with their token weights."""
         cfg, algo = self.cfg, self.algo
         logp, entropy = self._forward_logp(self.policy, rollouts, rows, entropy_grad=algo.entropy_coef > 0)
         mb_mask = passes.mask[rows]
@@ -243,32 +276,23 @@ class Trainer:
             "truncated": rollouts.truncated[rows].to(self.device),
             "entropy": entropy,
             "max_len": cfg.rollout.max_new_tokens,
+            **counts,
         }
         loss, metrics = policy_loss(batch, algo)
-        has_tokens = metrics["pg_loss"] is not None  # None: no token of this minibatch is in the loss
-        metrics["loss"] = loss.item() if has_tokens else None
-        metrics["entropy_mean"] = masked_mean(entropy.detach(), mb_mask).item() if has_tokens else None
+        metrics["loss_tokens"] = loss_mask(mb_mask, batch["truncated"], algo).sum().item()
+        metrics["response_tokens"] = mb_mask.sum().item()
+        metrics["entropy_mean"] = masked_mean(entropy.detach(), mb_mask).item()
         metrics["value_loss"] = None
         if self.critic is not None:
             new_values = self.critic.values(rollouts.input_ids[rows].to(self.device),
                                             rollouts.attention_mask[rows].to(self.device), mb_mask.shape[1])
             critic_loss = value_loss(new_values, passes.values[rows], passes.returns[rows], mb_mask,
-                                     clip=algo.value_clip)
+                                     clip=algo.value_clip, num_tokens=value_tokens)
             metrics["value_loss"] = critic_loss.item()
             loss = loss + critic_loss  # separate parameters and optimizers: the sum backprops each into its own
-        if not math.isfinite(loss.item()):
-            return self._skip_nonfinite(metrics, f"loss={loss.item()}")
-        loss.backward()
-        if has_tokens:  # no token in the loss: no policy step (Adam would still move on momentum)
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.grad_clip).item()
-            metrics["grad_norm"] = grad_norm
-            if not math.isfinite(grad_norm):
-                return self._skip_nonfinite(metrics, f"grad_norm={grad_norm}")
-            self.optimizer.step()
-        if self.critic is not None:
-            torch.nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.grad_clip)
-            self.critic_optimizer.step()
-        self.nonfinite_in_a_row = 0
+        metrics["loss_value"] = loss.item()
+        if math.isfinite(metrics["loss_value"]):
+            loss.backward()
         return metrics
 
     def _skip_nonfinite(self, metrics: dict, what: str) -> dict:

@@ -170,3 +170,26 @@ def test_ppo_with_kl_in_the_reward_runs(tmp_path):
     last = rows(out)[-1]
     assert last["kl_ref_mean"] is not None and last["value_loss"] is not None
     assert yaml.safe_load((out / "config.yaml").read_text())["algo"]["kl_placement"] == "reward"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["ppo", "dapo"])
+def test_micro_batches_give_the_same_run(tmp_path, warm_tiny, algo):
+    """A 3-step run with micro_batch_size=8 (gradient accumulation, no-grad passes in chunks of 8)
+    logs the same metrics as the unsplit run: the same rollouts and rewards, and every statistic
+    within float32 summation order — 1e-5 at step 1; later steps start from parameters that
+    differ in the last bits, which AdamW's per-coordinate scaling amplifies (measured: grad_norm
+    4.5e-4 relative at step 3), so they are compared at 2e-3."""
+    args = [f"algo={algo}", "steps=3", "rollouts_per_step=64", "eval_every=3", "eval_size=32", "threads=1"]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    run_cli("train", *args, f"out={whole}")
+    run_cli("train", *args, "micro_batch_size=8", f"out={split}")
+    for a, b in zip(rows(whole), rows(split)):
+        for key, value in _deterministic(a).items():
+            other = b[key]
+            if isinstance(value, float) and other is not None:
+                tolerance = 1e-5 if a["step"] <= 1 else 2e-3
+                assert other == pytest.approx(value, rel=tolerance, abs=1e-6), (a["step"], key)
+            else:
+                assert other == value, (a["step"], key)
+    assert any(r["pg_loss"] for r in rows(whole)[1:])  # a real update happened
