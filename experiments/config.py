@@ -23,7 +23,7 @@ from experiments.tasks import TaskConfig
 
 ROLLOUT_BACKENDS = ("hf", "vllm")
 DEVICES = ("auto", "cpu", "cuda")
-DTYPES = ("float32", "bfloat16", "float16")
+PRECISION_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "bf16-mixed": "float32"}
 
 
 def _f(default, help: str, **kw):
@@ -42,7 +42,20 @@ class ModelConfig:
     warmstart_lr: float = _f(3e-3, "learning rate of the warm-start")
     warmstart_band: str = _f("0.25,0.5", "target greedy eval accuracy band 'low,high' where warm-start stops")
     init_seed: int = _f(0, "seed of the size preset's random initialisation")
-    dtype: str = _f("float32", "parameter dtype: float32 | bfloat16 | float16")
+    precision: str = _f("fp32", "fp32 | bf16 | fp16 (weights, gradients and AdamW state in that dtype) | "
+                                "bf16-mixed (fp32 master weights and optimizer state, bf16 compute under autocast)")
+    gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass (transformers' own "
+                                             "gradient checkpointing), policy and critic trunk")
+
+    @property
+    def dtype(self) -> str:
+        """The parameters' dtype: float32 for fp32 and bf16-mixed (master weights), else bf16/fp16."""
+        return PRECISION_DTYPES[self.precision]
+
+    @property
+    def autocast_dtype(self) -> str | None:
+        """The compute dtype under autocast (bf16-mixed), None without autocast."""
+        return "bfloat16" if self.precision == "bf16-mixed" else None
 
 
 @dataclass
@@ -122,7 +135,7 @@ _CHOICES = {
     "lr_schedule": LR_SCHEDULES,
     "rollout.backend": ROLLOUT_BACKENDS,
     "device": DEVICES,
-    "model.dtype": DTYPES,
+    "model.precision": tuple(PRECISION_DTYPES),
 }
 
 

@@ -8,6 +8,7 @@ Nothing here branches on an algorithm's name: behaviour comes from the knobs of 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import random
@@ -55,6 +56,30 @@ def build_rollout(cfg: TrainConfig, policy, tokenizer, policy_dir: Path):
     )
 
 
+def enable_gradient_checkpointing(model) -> None:
+    """transformers' gradient checkpointing (non-reentrant). It acts only in train mode, which the
+    update switches to: refused for a model with dropout, whose train mode would make logp differ
+    from old_logp at ratio 1."""
+    for key in ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "attn_pdrop"):
+        if getattr(model.config, key, 0) or 0:
+            raise ValueError(f"model.gradient_checkpointing=true needs a model without dropout; its config has "
+                             f"{key}={getattr(model.config, key)}")
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+@contextlib.contextmanager
+def train_mode(*models, enabled: bool):
+    """Put `models` in train mode for the block (gradient checkpointing), then back to eval."""
+    models = [m for m in models if m is not None] if enabled else []
+    for model in models:
+        model.train()
+    try:
+        yield
+    finally:
+        for model in models:
+            model.eval()
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, run: RunFolder):
         from experiments.models import ValueModel, load_policy
@@ -90,6 +115,10 @@ class Trainer:
             torch.optim.AdamW(self.critic.parameters(), lr=cfg.critic_lr, weight_decay=cfg.weight_decay)
             if self.critic is not None else None
         )
+        if cfg.model.gradient_checkpointing:
+            enable_gradient_checkpointing(self.policy)
+            if self.critic is not None:
+                enable_gradient_checkpointing(self.critic.trunk)
         self.rollout = build_rollout(cfg, self.policy, self.tokenizer, self.policy_dir)
         self.sampler = PromptSampler(len(self.train_examples), cfg.seed)
         self.collector = BatchCollector(cfg, self.sampler, self.train_examples, self.rollout, self.verifier,
@@ -133,14 +162,26 @@ class Trainer:
         self.rollout.load_weights(self.policy.state_dict())
 
     # ------------------------------------------------------------------ one step
+    def _autocast(self):
+        """bf16 compute for the trainer's forward passes under model.precision=bf16-mixed (the
+        master weights and AdamW state stay fp32); a no-op otherwise."""
+        dtype = self.cfg.model.autocast_dtype
+        return torch.autocast(self.device.type, dtype=getattr(torch, dtype or "bfloat16"), enabled=dtype is not None)
+
     def _forward_logp(self, model, rollouts, rows=None, **kw):
         from experiments.models import response_logprobs
 
         ids, attn = rollouts.input_ids, rollouts.attention_mask
         if rows is not None:
             ids, attn = ids[rows], attn[rows]
-        return response_logprobs(model, ids.to(self.device), attn.to(self.device), rollouts.response_len,
-                                 temperature=self.cfg.rollout.temperature, **kw)
+        with self._autocast():
+            return response_logprobs(model, ids.to(self.device), attn.to(self.device), rollouts.response_len,
+                                     temperature=self.cfg.rollout.temperature, **kw)
+
+    def _values(self, rollouts, rows, response_len: int):
+        with self._autocast():
+            return self.critic.values(rollouts.input_ids[rows].to(self.device),
+                                      rollouts.attention_mask[rows].to(self.device), response_len).float()
 
     @torch.no_grad()
     def _no_grad_passes(self, batch: Batch) -> StepTensors:
@@ -158,9 +199,7 @@ class Trainer:
         if self.critic is not None:
             with self.tracker.phase("critic"):
                 rows = torch.arange(len(rollouts)).split(chunk or len(rollouts))
-                values = torch.cat([self.critic.values(rollouts.input_ids[r].to(self.device),
-                                                       rollouts.attention_mask[r].to(self.device), mask.shape[1])
-                                    for r in rows]) * mask
+                values = torch.cat([self._values(rollouts, r, mask.shape[1]) for r in rows]) * mask
         return StepTensors(mask=mask, old_logp=old_logp, ref_logp=ref_logp, values=values, returns=None)
 
     def _advantages(self, batch: Batch, passes: StepTensors):
@@ -224,7 +263,8 @@ class Trainer:
 
         per_minibatch, grads_peak = [], 0
         gen = torch.Generator().manual_seed(self.cfg.seed * 31 + step)
-        with self.tracker.phase("update"):
+        checkpointing = self.cfg.model.gradient_checkpointing  # transformers checkpoints only in train mode
+        with self.tracker.phase("update"), train_mode(self.policy, self.critic, enabled=checkpointing):
             for _ in range(self.algo.epochs):
                 order = torch.randperm(len(batch.rollouts), generator=gen)
                 for rows in order.chunk(self.algo.minibatches):
@@ -284,8 +324,7 @@ class Trainer:
         metrics["entropy_mean"] = masked_mean(entropy.detach(), mb_mask).item()
         metrics["value_loss"] = None
         if self.critic is not None:
-            new_values = self.critic.values(rollouts.input_ids[rows].to(self.device),
-                                            rollouts.attention_mask[rows].to(self.device), mb_mask.shape[1])
+            new_values = self._values(rollouts, rows, mb_mask.shape[1])
             critic_loss = value_loss(new_values, passes.values[rows], passes.returns[rows], mb_mask,
                                      clip=algo.value_clip, num_tokens=value_tokens)
             metrics["value_loss"] = critic_loss.item()

@@ -326,3 +326,45 @@ def test_byte_counters_by_hand_linear_and_adam():
 def test_param_bytes_counts_tied_weights_once(tiny):
     n = count_params(tiny.model)
     assert param_bytes(tiny.model) == 4 * n == 4 * 558_848
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_dir):
+    """transformers' checkpointing (enabled as the trainer does, in train mode) recomputes the
+    activations: the same log-probs and gradients as storing them, to float32 rounding."""
+    from experiments.trainer import enable_gradient_checkpointing
+
+    ids, mask = _random_batch()
+    grads = []
+    for checkpointing in (False, True):
+        model = load_policy(tiny_dir).model
+        if checkpointing:
+            enable_gradient_checkpointing(model)
+        model.train()
+        logp, _ = response_logprobs(model, ids, mask, 4)
+        (logp * torch.linspace(-1, 1, logp.numel()).view_as(logp)).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+        assert model.is_gradient_checkpointing == checkpointing
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-6, rtol=1e-5)
+
+
+def test_gradient_checkpointing_refuses_a_model_with_dropout(tiny_dir):
+    from experiments.trainer import enable_gradient_checkpointing
+
+    model = load_policy(tiny_dir).model
+    model.config.attention_dropout = 0.1
+    with pytest.raises(ValueError, match="needs a model without dropout; its config has attention_dropout=0.1"):
+        enable_gradient_checkpointing(model)
+
+
+def test_bf16_autocast_computes_in_bf16_and_returns_fp32_logprobs(tiny):
+    """bf16-mixed: fp32 master weights, bf16 matmuls under autocast, float32 log-probs out, close
+    to the fp32 ones (bf16 keeps ~3 significant digits)."""
+    ids, mask = _random_batch()
+    with torch.no_grad():
+        exact, _ = response_logprobs(tiny.model, ids, mask, 4)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed, _ = response_logprobs(tiny.model, ids, mask, 4)
+    assert mixed.dtype == torch.float32 and all(p.dtype == torch.float32 for p in tiny.model.parameters())
+    assert not torch.equal(mixed, exact)                  # the compute really was bf16
+    torch.testing.assert_close(mixed, exact, atol=0.1, rtol=0.05)

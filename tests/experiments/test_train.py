@@ -2,6 +2,7 @@
 SIGKILL, guards, dynamic sampling. Tiny models; structural tests use a randomly initialised
 policy (model.warmstart=false) so they don't depend on the warm-start."""
 import json
+import math
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from experiments.runfolder import RunFolder, read_jsonl
@@ -193,3 +195,18 @@ def test_micro_batches_give_the_same_run(tmp_path, warm_tiny, algo):
             else:
                 assert other == value, (a["step"], key)
     assert any(r["pg_loss"] for r in rows(whole)[1:])  # a real update happened
+
+
+def test_bf16_mixed_keeps_fp32_master_weights_and_checkpointing_runs(tmp_path):
+    out = tmp_path / "mixed"
+    run_cli("train", "algo=ppo", "steps=2", "model.precision=bf16-mixed", "model.gradient_checkpointing=true",
+            "micro_batch_size=4", f"out={out}", *FAST)
+    state = torch.load(out / "checkpoint" / "state.pt", weights_only=True)
+    assert {t.dtype for t in state["policy"].values()} == {torch.float32}
+    assert {t.dtype for t in state["critic"].values()} == {torch.float32}
+    assert all(v.dtype == torch.float32 for s in state["optimizer"]["state"].values() for v in s.values()
+               if torch.is_tensor(v) and v.dim() > 0)
+    last = rows(out)[-1]
+    assert last["value_loss"] is not None and math.isfinite(last["value_loss"])
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["model"]["precision"] == "bf16-mixed" and config["model"]["gradient_checkpointing"] is True
