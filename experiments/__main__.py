@@ -6,6 +6,7 @@ commands:
   sweep      run a grid locally or as one SLURM array job         python -m experiments sweep GRID.yaml [executor=local|slurm] [--wait]
   status     table of the runs of a sweep folder (or of one run)  python -m experiments status SWEEP_DIR|RUN_DIR
   samples    print a run's logged completions                     python -m experiments samples RUN [--step N] [--incorrect]
+  export     a run's last checkpoint as an HF directory           python -m experiments export RUN [--out DIR]
 """
 import sys
 
@@ -35,7 +36,12 @@ def main(argv: list[str]) -> int:
         from experiments.samples import main as run
 
         return run(rest)
-    print(f"error: unknown command {command!r}; valid: train, warmstart, sweep, status, samples", file=sys.stderr)
+    if command == "export":
+        from experiments.export import main as run
+
+        return run(rest)
+    print(f"error: unknown command {command!r}; valid: train, warmstart, sweep, status, samples, export",
+          file=sys.stderr)
     return 2
 
 

@@ -31,8 +31,9 @@ class ConfigMismatch(ValueError):
     """The run folder holds a run with another config (a user error: exit 2)."""
 
 
-def config_record(cfg: TrainConfig, warmstart_info: dict | None = None) -> dict:
-    """config.yaml: the resolved config plus library versions and the git commit."""
+def config_record(cfg: TrainConfig, warmstart_info: dict | None = None, policy_dir: Path | None = None) -> dict:
+    """config.yaml: the resolved config plus library versions, the git commit and the directory the
+    policy started from (what `export` loads the checkpoint into)."""
     import platform
     import socket
     import subprocess
@@ -59,6 +60,7 @@ def config_record(cfg: TrainConfig, warmstart_info: dict | None = None) -> dict:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "host": socket.gethostname(),
         "warmstart": warmstart_info or {},
+        "policy_dir": str(Path(policy_dir).resolve()) if policy_dir else None,
     }
     return record
 
@@ -129,11 +131,12 @@ def train(cfg: TrainConfig) -> dict:
             previous_handlers = {sig: signal.signal(sig, on_preempt) for sig in PREEMPT_SIGNALS}
         try:
             trainer = Trainer(cfg, run)
-            record = config_record(cfg, trainer.warmstart_info)
+            record = config_record(cfg, trainer.warmstart_info, trainer.policy_dir)
             run.write_config(record)
             trainer.trackers = Trackers(run.path, tensorboard=cfg.log.tensorboard, wandb_project=cfg.log.wandb,
                                         name=cfg.name, config=record)
             trainer.fit(checkpoint)
+            trainer.export_final()
             run.set_status("completed", step=trainer.step, steps=cfg.steps)
         except (Preempted, SystemExit) as error:
             if isinstance(error, SystemExit) and not os.environ.get("SUBMITIT_EXECUTOR"):

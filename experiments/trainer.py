@@ -420,6 +420,13 @@ class Trainer:
         self.trackers.log(eval_row)
         print(f"[train] step 0: eval_accuracy {eval_row['eval_accuracy']:.3f} (before RL)", file=sys.stderr)
 
+    def export_final(self) -> None:
+        """RUN/final/: the trained policy as an HF directory (see `experiments.export`)."""
+        from experiments.export import FINAL_DIR, save_policy
+
+        save_policy(self.policy, self.tokenizer, self.run.path / FINAL_DIR,
+                    info={"run": str(self.run.path), "step": self.step, "policy_dir": str(self.policy_dir)})
+
     def close(self) -> None:
         self.trackers.close()
         self.verifier.close()

@@ -119,8 +119,15 @@ def file_lock(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def publish_dir_atomically(tmp_dir: Path, final_dir: Path) -> Path:
-    """Rename a fully written ``tmp_dir`` to ``final_dir``; if another writer got there first, keep theirs."""
+def publish_dir_atomically(tmp_dir: Path, final_dir: Path, *, replace: bool = False) -> Path:
+    """Rename a fully written ``tmp_dir`` to ``final_dir``; if another writer got there first, keep
+    theirs. With ``replace``, an existing ``final_dir`` is moved aside first and removed after."""
+    if replace and final_dir.exists():
+        old = final_dir.with_name(f".old-{final_dir.name}-{os.getpid()}")
+        os.rename(final_dir, old)
+        os.rename(tmp_dir, final_dir)
+        shutil.rmtree(old, ignore_errors=True)
+        return final_dir
     try:
         os.rename(tmp_dir, final_dir)
     except OSError:
