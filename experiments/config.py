@@ -46,6 +46,12 @@ class ModelConfig:
                                 "bf16-mixed (fp32 master weights and optimizer state, bf16 compute under autocast)")
     gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass (transformers' own "
                                              "gradient checkpointing), policy and critic trunk")
+    lora_rank: int = _f(0, "LoRA (peft) adapters of this rank on the policy and the critic's trunk; 0: full "
+                           "fine-tuning. With kl_coef > 0 the reference is the base model (adapters disabled)")
+    lora_alpha: float = _f(16.0, "LoRA scaling alpha")
+    lora_dropout: float = _f(0.0, "LoRA dropout (0 keeps old_logp = logp at ratio 1)")
+    lora_target_modules: str = _f("q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+                                  "comma-separated module names, or all-linear")
 
     @property
     def dtype(self) -> str:
@@ -259,6 +265,9 @@ def _check_values(cfg: TrainConfig) -> None:
         ("log.samples_per_step", cfg.log.samples_per_step >= 0, ">= 0"),
         ("model.warmstart_steps", cfg.model.warmstart_steps >= 0, ">= 0"),
         ("model.warmstart_lr", cfg.model.warmstart_lr > 0, "> 0"),
+        ("model.lora_rank", cfg.model.lora_rank >= 0, ">= 0 (0: off)"),
+        ("model.lora_alpha", cfg.model.lora_alpha > 0, "> 0"),
+        ("model.lora_dropout", 0 <= cfg.model.lora_dropout < 1, "in [0, 1)"),
         ("rollout.vllm_max_model_len", cfg.rollout.vllm_max_model_len >= 1, ">= 1"),
         ("rollout.vllm_gpu_memory_utilization", 0 < cfg.rollout.vllm_gpu_memory_utilization <= 1, "in (0, 1]"),
         ("rollout.vllm_kv_cache_gib", cfg.rollout.vllm_kv_cache_gib > 0, "> 0"),

@@ -52,10 +52,21 @@ def export_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     state = run.load_checkpoint()
     if state is None:
         raise RunFolderError(f"{run.checkpoint_path} does not exist: the run has no checkpoint to export yet")
-    precision = (config.get("model") or {}).get("precision", "fp32")
+    model_cfg = config.get("model") or {}
+    precision = model_cfg.get("precision", "fp32")
     loaded = load_policy(policy_dir, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32))
-    loaded.model.load_state_dict(state["policy"])
-    return save_policy(loaded.model, loaded.tokenizer, Path(out) if out else run.path / FINAL_DIR,
+    policy = loaded.model
+    if model_cfg.get("lora_rank"):  # the checkpoint holds the peft model: wrap, load, merge
+        from experiments.models.lora import add_lora, merged
+
+        policy = add_lora(policy, rank=model_cfg["lora_rank"], alpha=model_cfg["lora_alpha"],
+                          dropout=model_cfg["lora_dropout"], targets=model_cfg["lora_target_modules"],
+                          task_type="CAUSAL_LM")
+        policy.load_state_dict(state["policy"])
+        policy = merged(policy)
+    else:
+        policy.load_state_dict(state["policy"])
+    return save_policy(policy, loaded.tokenizer, Path(out) if out else run.path / FINAL_DIR,
                        info={"run": str(run.path), "step": state["step"], "policy_dir": policy_dir})
 
 

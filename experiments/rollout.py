@@ -348,3 +348,15 @@ def make_rollout(
 
         return VLLMRollout(model_dir, **kwargs)
     raise ValueError(f"unknown rollout backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
+
+
+def build_rollout(cfg, policy, tokenizer, policy_dir):
+    """The rollout backend of a TrainConfig's rollout.backend (hf shares the trainer's model object)."""
+    rollout = cfg.rollout
+    if rollout.backend == "hf":
+        return make_rollout("hf", model=policy, tokenizer=tokenizer)
+    return make_rollout(
+        "vllm", model_dir=policy_dir, gpu_memory_utilization=rollout.vllm_gpu_memory_utilization,
+        max_model_len=rollout.vllm_max_model_len, seed=cfg.seed, sleep=rollout.vllm_sleep,
+        kv_cache_gib=rollout.vllm_kv_cache_gib, dtype=cfg.model.dtype,
+    )

@@ -247,3 +247,12 @@ class RunFolder:
         if not isinstance(state, dict) or "step" not in state:
             raise RunFolderError(f"{self.checkpoint_path}: not a checkpoint of this trainer; {CHECKPOINT_FIX}")
         return state
+
+
+def dropped_text(dropped: dict[str, list[int]]) -> str:
+    """'; dropped 3 metric rows (steps 5-7) and 24 group rows, recomputed from here' or ''."""
+    metrics, groups = dropped.get("metrics.jsonl", []), dropped.get("groups.jsonl", [])
+    if not metrics and not groups:
+        return ""
+    steps = f" (steps {min(metrics)}-{max(metrics)})" if metrics else ""
+    return f"; dropped {len(metrics)} metric rows{steps} and {len(groups)} group rows, recomputed from here"

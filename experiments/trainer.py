@@ -8,13 +8,11 @@ Nothing here branches on an algorithm's name: behaviour comes from the knobs of 
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import random
 import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -25,7 +23,10 @@ from experiments.batch import Batch, BatchCollector, PromptSampler, sampling
 from experiments.config import TrainConfig
 from experiments.memory import PhaseTracker
 from experiments.metrics import METRIC_KEYS
-from experiments.runfolder import RunFolder, numpy_rng_state, set_numpy_rng_state
+from experiments.models.lora import merged, sampler_state_dict
+from experiments.models.training import build_models, train_mode, trainable
+from experiments.rollout import build_rollout
+from experiments.runfolder import RunFolder, dropped_text, numpy_rng_state, set_numpy_rng_state
 from experiments.schedule import lr_factor
 from experiments.step_metrics import (
     ADV_KEYS, BATCH_STAT_KEYS, StepTensors, combine_micro_metrics, group_rows, policy_rows, train_sample_rows,
@@ -42,47 +43,8 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
-def build_rollout(cfg: TrainConfig, policy, tokenizer, policy_dir: Path):
-    """The rollout backend of cfg.rollout.backend (hf shares the trainer's model object)."""
-    from experiments.rollout import make_rollout
-
-    rollout = cfg.rollout
-    if rollout.backend == "hf":
-        return make_rollout("hf", model=policy, tokenizer=tokenizer)
-    return make_rollout(
-        "vllm", model_dir=policy_dir, gpu_memory_utilization=rollout.vllm_gpu_memory_utilization,
-        max_model_len=rollout.vllm_max_model_len, seed=cfg.seed, sleep=rollout.vllm_sleep,
-        kv_cache_gib=rollout.vllm_kv_cache_gib, dtype=cfg.model.dtype,
-    )
-
-
-def enable_gradient_checkpointing(model) -> None:
-    """transformers' gradient checkpointing (non-reentrant). It acts only in train mode, which the
-    update switches to: refused for a model with dropout, whose train mode would make logp differ
-    from old_logp at ratio 1."""
-    for key in ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "attn_pdrop"):
-        if getattr(model.config, key, 0) or 0:
-            raise ValueError(f"model.gradient_checkpointing=true needs a model without dropout; its config has "
-                             f"{key}={getattr(model.config, key)}")
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-
-
-@contextlib.contextmanager
-def train_mode(*models, enabled: bool):
-    """Put `models` in train mode for the block (gradient checkpointing), then back to eval."""
-    models = [m for m in models if m is not None] if enabled else []
-    for model in models:
-        model.train()
-    try:
-        yield
-    finally:
-        for model in models:
-            model.eval()
-
-
 class Trainer:
     def __init__(self, cfg: TrainConfig, run: RunFolder):
-        from experiments.models import ValueModel, load_policy
         from experiments.tasks import make_task
         from experiments.verify import Verifier
         from experiments.warmstart import resolve_policy_dir
@@ -100,25 +62,12 @@ class Trainer:
         self.verifier = Verifier(self.task, timeout_s=cfg.task.verify_timeout_s, workers=cfg.task.verify_workers,
                                  format_reward=cfg.task.format_reward)
         self.policy_dir, self.warmstart_info = resolve_policy_dir(cfg, self.task)
-        loaded = load_policy(self.policy_dir, dtype=cfg.model.dtype, device=self.device)
-        self.policy, self.tokenizer = loaded.model, loaded.tokenizer
-        self.policy.eval()  # no dropout anywhere: old_logp must equal logp at ratio 1
-        self.reference = None  # exists only when its KL is used (beta > 0)
-        if self.algo.kl_coef > 0:
-            self.reference = load_policy(self.policy_dir, dtype=cfg.model.dtype, device=self.device).model
-            self.reference.eval().requires_grad_(False)
-        self.critic = None
-        if self.algo.uses_critic:
-            self.critic = ValueModel.from_policy(self.policy_dir, dtype=cfg.model.dtype, device=self.device)
-        self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.policy, self.tokenizer, self.reference, self.critic = build_models(cfg, self.policy_dir, self.device)
+        self.optimizer = torch.optim.AdamW(trainable(self.policy), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.critic_optimizer = (
-            torch.optim.AdamW(self.critic.parameters(), lr=cfg.critic_lr, weight_decay=cfg.weight_decay)
+            torch.optim.AdamW(trainable(self.critic), lr=cfg.critic_lr, weight_decay=cfg.weight_decay)
             if self.critic is not None else None
         )
-        if cfg.model.gradient_checkpointing:
-            enable_gradient_checkpointing(self.policy)
-            if self.critic is not None:
-                enable_gradient_checkpointing(self.critic.trunk)
         self.rollout = build_rollout(cfg, self.policy, self.tokenizer, self.policy_dir)
         self.sampler = PromptSampler(len(self.train_examples), cfg.seed)
         self.collector = BatchCollector(cfg, self.sampler, self.train_examples, self.rollout, self.verifier,
@@ -159,7 +108,7 @@ class Trainer:
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(state["rng"]["python"])
         set_numpy_rng_state(state["rng"]["numpy"])
-        self.rollout.load_weights(self.policy.state_dict())
+        self.rollout.load_weights(self._sampler_weights())
 
     # ------------------------------------------------------------------ one step
     def _autocast(self):
@@ -193,14 +142,28 @@ class Trainer:
         with self.tracker.phase("update"):
             old_logp, _ = self._forward_logp(self.policy, rollouts, chunk_size=chunk)
         ref_logp = values = None
-        if self.reference is not None:
+        if self.algo.kl_coef > 0:
             with self.tracker.phase("reference"):
-                ref_logp = self._forward_logp(self.reference, rollouts, chunk_size=chunk)[0]
+                ref_logp = self._reference_logp(rollouts, chunk)
         if self.critic is not None:
             with self.tracker.phase("critic"):
                 rows = torch.arange(len(rollouts)).split(chunk or len(rollouts))
                 values = torch.cat([self._values(rollouts, r, mask.shape[1]) for r in rows]) * mask
         return StepTensors(mask=mask, old_logp=old_logp, ref_logp=ref_logp, values=values, returns=None)
+
+    def _reference_logp(self, rollouts, chunk):
+        """The reference's log-probs: the frozen copy, or with LoRA the base weights (adapters off)."""
+        if self.reference is not None:
+            return self._forward_logp(self.reference, rollouts, chunk_size=chunk)[0]
+        with self.policy.disable_adapter():
+            return self._forward_logp(self.policy, rollouts, chunk_size=chunk)[0]
+
+    def _sampler_weights(self) -> dict:
+        """What the rollout backend needs after an update: the policy's own state for HF (the same
+        object, so nothing is copied), merged LoRA weights under the base names for vLLM."""
+        if self.cfg.rollout.backend == "vllm":
+            return sampler_state_dict(self.policy)
+        return self.policy.state_dict()
 
     def _advantages(self, batch: Batch, passes: StepTensors):
         """Token advantages (B, T) (and GAE returns into `passes`), with their statistics."""
@@ -225,7 +188,7 @@ class Trainer:
         passes = self._no_grad_passes(batch)
         advantages, adv_stats = self._advantages(batch, passes)
         per_minibatch, grads_peak = self._update(step, batch, passes, advantages)
-        self.rollout.load_weights(self.policy.state_dict())
+        self.rollout.load_weights(self._sampler_weights())
         self.samples += len(batch.rollouts)
         step_time = time.perf_counter() - step_start
         response_tokens = int(batch.rollouts.response_mask.sum())
@@ -290,13 +253,13 @@ class Trainer:
         if not math.isfinite(loss):
             return self._skip_nonfinite(metrics, f"loss={loss}")
         if has_tokens:  # no token in the loss: no policy step (Adam would still move on momentum)
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.grad_clip).item()
+            grad_norm = torch.nn.utils.clip_grad_norm_(trainable(self.policy), cfg.grad_clip).item()
             metrics["grad_norm"] = grad_norm
             if not math.isfinite(grad_norm):
                 return self._skip_nonfinite(metrics, f"grad_norm={grad_norm}")
             self.optimizer.step()
         if self.critic is not None:
-            torch.nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(trainable(self.critic), cfg.grad_clip)
             self.critic_optimizer.step()
         self.nonfinite_in_a_row = 0
         return metrics
@@ -424,7 +387,7 @@ class Trainer:
         """RUN/final/: the trained policy as an HF directory (see `experiments.export`)."""
         from experiments.export import FINAL_DIR, save_policy
 
-        save_policy(self.policy, self.tokenizer, self.run.path / FINAL_DIR,
+        save_policy(merged(self.policy), self.tokenizer, self.run.path / FINAL_DIR,
                     info={"run": str(self.run.path), "step": self.step, "policy_dir": str(self.policy_dir)})
 
     def close(self) -> None:
@@ -433,12 +396,3 @@ class Trainer:
         close = getattr(self.rollout, "close", None)
         if close:
             close()
-
-
-def dropped_text(dropped: dict[str, list[int]]) -> str:
-    """'; dropped 3 metric rows (steps 5-7) and 24 group rows, recomputed from here' or ''."""
-    metrics, groups = dropped.get("metrics.jsonl", []), dropped.get("groups.jsonl", [])
-    if not metrics and not groups:
-        return ""
-    steps = f" (steps {min(metrics)}-{max(metrics)})" if metrics else ""
-    return f"; dropped {len(metrics)} metric rows{steps} and {len(groups)} group rows, recomputed from here"

@@ -331,7 +331,7 @@ def test_param_bytes_counts_tied_weights_once(tiny):
 def test_gradient_checkpointing_gives_the_same_gradients(tiny_dir):
     """transformers' checkpointing (enabled as the trainer does, in train mode) recomputes the
     activations: the same log-probs and gradients as storing them, to float32 rounding."""
-    from experiments.trainer import enable_gradient_checkpointing
+    from experiments.models.training import enable_gradient_checkpointing
 
     ids, mask = _random_batch()
     grads = []
@@ -349,7 +349,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_dir):
 
 
 def test_gradient_checkpointing_refuses_a_model_with_dropout(tiny_dir):
-    from experiments.trainer import enable_gradient_checkpointing
+    from experiments.models.training import enable_gradient_checkpointing
 
     model = load_policy(tiny_dir).model
     model.config.attention_dropout = 0.1
