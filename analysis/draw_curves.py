@@ -58,10 +58,10 @@ def _draw_curves(ax: plt.Axes, data: pd.DataFrame, palette: dict[str, str], *,
 def _curve_grid(data: pd.DataFrame, panels: Sequence[tuple[str, str, str]], palette: dict[str, str], title: str,
                 *, legend_names: dict[str, str] | None = None, ylims: dict[str, tuple] | None = None,
                 hlines: dict[str, float] | None = None, panel_width: float = 2.6) -> plt.Figure:
-    """One row per (task, model) setting, one column per (metric, panel title, y label); with a
-    single metric the settings go side by side instead."""
+    """One row per (experiment, task, model) setting, one column per (metric, panel title, y label);
+    with a single metric the settings go side by side instead."""
     settings = sorted({tuple(s) for s in data[list(SETTING_KEYS)].itertuples(index=False)}, key=_setting_sort_key)
-    settings = settings or [("—", "—")]
+    settings = settings or [("—",) * len(SETTING_KEYS)]
     n_rows, n_cols = len(settings), len(panels)
     transpose = n_cols == 1 and n_rows > 1
     if transpose:
@@ -76,7 +76,8 @@ def _curve_grid(data: pd.DataFrame, panels: Sequence[tuple[str, str, str]], pale
     for r, setting in enumerate(settings):
         for c, (metric, panel_title, ylabel) in enumerate(panels):
             ax = axes[0][r] if transpose else axes[r][c]
-            d = data[(data["metric"] == metric) & (data["task.name"] == setting[0]) & (data["model.name"] == setting[1])]
+            in_setting = (data[list(SETTING_KEYS)] == pd.Series(setting, index=list(SETTING_KEYS))).all(axis=1)
+            d = data[(data["metric"] == metric) & in_setting]
             if d.empty:
                 ax.text(0.5, 0.5, f"no run logged a value of\n{metric}", ha="center", va="center", transform=ax.transAxes,
                         color="0.4")

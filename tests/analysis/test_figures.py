@@ -427,3 +427,21 @@ def test_runs_outside_sweeps_that_differ_in_more_than_the_seed_get_their_own_lab
     labels = load_runs(tmp_path).drop_duplicates("run").set_index("run_name")["algo"]
     # the value most runs share is left out of the label
     assert (labels["long0"], labels["long1"], labels["short"]) == ("grpo", "grpo", "grpo steps=2")
+
+
+def test_curve_panels_draw_each_settings_curves(tmp_path, monkeypatch):
+    """The drawn figure (not only its CSV) holds one line per algorithm in each experiment's panel."""
+    import analysis.draw_curves as draw
+
+    figures = []
+    monkeypatch.setattr(draw, "_save", lambda fig, out, name, data: figures.append(fig) or data)
+    root = tmp_path / "runs"
+    _sweep(root, "one", steps=4)
+    _sweep(root, "two", steps=3)
+    fig_curves(load_runs(root), tmp_path)
+    axes = [ax for ax in figures[0].axes if ax.get_title()]
+    assert len(axes) == 4  # 2 metrics x 2 experiments
+    for ax in axes:
+        labels = {line.get_label() for line in ax.get_lines()}
+        assert {"grpo", "ppo"} <= labels, (ax.get_title(), labels)  # never "no run logged a value"
+        assert not ax.texts
