@@ -36,10 +36,9 @@ def _size_order(sizes: Sequence[str], params: dict[str, float]) -> list[str]:
                                         params.get(s, np.inf), s))
 
 
-def fig_memory(runs: pd.DataFrame, out_dir: str | Path, *, palette: dict[str, str] | None = None) -> pd.DataFrame:
-    """fig1_memory: peak memory per phase (max over steps, mean over seeds) of PPO, GRPO, Dr.GRPO
-    and DAPO for each model size, beside the bytes held by parameters, gradients and optimizer
-    states. Returns [model.name, algo, quantity, kind ("phase peak"|"held"), bytes, n_runs]."""
+def memory_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """fig1's numbers (pure pandas) from one experiment's runs: per (model.name, algo) the peak of
+    each phase (max over steps, mean over seeds) and the bytes held; and the model sizes found."""
     _require_columns(runs, ["algo.name", "model.name"])
     columns = [c for _, c in MEMORY_PHASES + MEMORY_HELD]
     sel = runs[runs["algo.name"].isin(MEMORY_ALGOS)]
@@ -66,37 +65,54 @@ def fig_memory(runs: pd.DataFrame, out_dir: str | Path, *, palette: dict[str, st
             records.append((model, algo, quantity, "held", row[column], n_runs[(model, algo)]))
     data = pd.DataFrame.from_records(records, columns=["model.name", "algo", "quantity", "kind", "bytes", "n_runs"])
     data.attrs["notes"] = notes
+    return data, sizes
+
+
+_HATCHES = {"parameters": "", "gradients": "////", "optimizer": "...."}
+
+
+def _draw_memory_panel(ax, d: pd.DataFrame, algos: list[str], palette: dict[str, str]) -> str:
+    """One model size: a bar per algorithm for each phase's peak, and the held bytes stacked;
+    returns the unit of the y axis."""
+    groups = [q for q, _ in MEMORY_PHASES] + ["held"]
+    width = 0.82 / len(algos)
+    scale, unit = _fmt_bytes_unit(np.nanmax(d["bytes"].to_numpy(dtype=float)))
+    for i, algo in enumerate(algos):
+        a = d[d.algo == algo].set_index("quantity")["bytes"]
+        x0 = np.arange(len(groups)) - 0.41 + width * (i + 0.5)
+        color = palette.get(algo, "#333333")
+        for g, (quantity, _) in enumerate(MEMORY_PHASES):
+            value = a.get(quantity, np.nan)
+            if np.isfinite(value):
+                ax.bar(x0[g], value / scale, width, color=color, edgecolor="white", lw=0.4)
+        bottom = 0.0
+        for quantity, _ in MEMORY_HELD:
+            value = a.get(quantity, np.nan)
+            if np.isfinite(value):
+                ax.bar(x0[-1], value / scale, width, bottom=bottom, color=color, alpha=0.85,
+                       hatch=_HATCHES[quantity], edgecolor="white", lw=0.4)
+                bottom += value / scale
+    ax.set_xticks(np.arange(len(groups)))
+    ax.set_xticklabels(["rollout", "ref.", "critic", "update", "held"])
+    ax.axvline(len(groups) - 1.5, color="0.6", lw=0.8, ls="--")
+    return unit
+
+
+def fig_memory(runs: pd.DataFrame, out_dir: str | Path, *, palette: dict[str, str] | None = None) -> pd.DataFrame:
+    """fig1_memory: peak memory per phase (max over steps, mean over seeds) of PPO, GRPO, Dr.GRPO
+    and DAPO for each model size, beside the bytes held by parameters, gradients and optimizer
+    states. Returns [model.name, algo, quantity, kind ("phase peak"|"held"), bytes, n_runs]."""
+    data, sizes = memory_table(runs)
     palette = palette or algo_palette(data["algo"].unique())
     params = data[data.quantity == "parameters"].groupby("model.name")["bytes"].min().to_dict()
     sizes = _size_order(sizes, params)
     all_algos = algo_order(data["algo"].unique())
-    groups = [q for q, _ in MEMORY_PHASES] + ["held"]
-    hatches = {"parameters": "", "gradients": "////", "optimizer": "...."}
+    hatches = _HATCHES
     with plt.rc_context(_RC):
         fig, axes = plt.subplots(1, len(sizes), figsize=(max(7.0, 3.6 * len(sizes)), 2.7), squeeze=False)
         for ax, size in zip(axes[0], sizes):
             d = data[data["model.name"] == size]
-            algos = [a for a in all_algos if a in set(d["algo"])]
-            width = 0.82 / len(algos)
-            scale, unit = _fmt_bytes_unit(np.nanmax(d["bytes"].to_numpy(dtype=float)))
-            for i, algo in enumerate(algos):
-                a = d[d.algo == algo].set_index("quantity")["bytes"]
-                x0 = np.arange(len(groups)) - 0.41 + width * (i + 0.5)
-                color = palette.get(algo, "#333333")
-                for g, (quantity, _) in enumerate(MEMORY_PHASES):
-                    value = a.get(quantity, np.nan)
-                    if np.isfinite(value):
-                        ax.bar(x0[g], value / scale, width, color=color, edgecolor="white", lw=0.4)
-                bottom = 0.0
-                for quantity, _ in MEMORY_HELD:
-                    value = a.get(quantity, np.nan)
-                    if np.isfinite(value):
-                        ax.bar(x0[-1], value / scale, width, bottom=bottom, color=color, alpha=0.85,
-                               hatch=hatches[quantity], edgecolor="white", lw=0.4)
-                        bottom += value / scale
-            ax.set_xticks(np.arange(len(groups)))
-            ax.set_xticklabels(["rollout", "ref.", "critic", "update", "held"])
-            ax.axvline(len(groups) - 1.5, color="0.6", lw=0.8, ls="--")
+            unit = _draw_memory_panel(ax, d, [a for a in all_algos if a in set(d["algo"])], palette)
             ax.set_ylabel(f"peak memory ({unit})")
             ax.set_xlabel("training phase")
             ax.set_title(f"model {size} (weights {_fmt_bytes(params.get(size, np.nan))})")
