@@ -170,18 +170,25 @@ def _run_info(run: Path, config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@functools.lru_cache(maxsize=4096)
 def _sweep_record(folder: Path) -> tuple[str, str] | None:
-    """(name, figures as a comma-separated list) of the sweep whose sweep.json sits in `folder`."""
+    """(name, figures as a comma-separated list) of the sweep whose sweep.json sits in `folder`;
+    read once per version of the file (keyed by its mtime), so a relaunch that rewrites it is seen."""
     path = folder / "sweep.json"
-    if not path.is_file():
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError:
         return None
+    return _read_sweep_record(path, mtime)
+
+
+@functools.lru_cache(maxsize=4096)
+def _read_sweep_record(path: Path, mtime_ns: int) -> tuple[str, str]:
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
-        return folder.name, ""
+        return path.parent.name, ""
     figures = (record.get("grid") or {}).get("figures") or []
-    return folder.name, ",".join(str(f) for f in figures) if isinstance(figures, list) else ""
+    return path.parent.name, ",".join(str(f) for f in figures) if isinstance(figures, list) else ""
 
 
 def experiment_of(run: Path) -> tuple[str, str]:

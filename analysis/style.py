@@ -32,7 +32,7 @@ PRESET_COLORS: dict[str, str] = {  # seaborn "colorblind"; fixed so every figure
 }
 _EXTRA_COLORS = ("#d55e00", "#56b4e9", "#949494", "#ece133", "#fbafe4", "#000000",
                  "#8c564b", "#17becf", "#bcbd22", "#7f7f7f")
-SIZE_ORDER = ("tiny", "small", "base", "medium", "large")  # experiments/models.py size presets
+SIZE_ORDER = ("tiny", "small", "base", "medium", "large")  # experiments/models/presets.py size presets
 SETTING_KEYS = ("experiment", "task.name", "model.name")  # runs differing here are never averaged together
 STEP_LABEL = "training step"
 _RC = {**sns.axes_style("whitegrid"), **sns.plotting_context("paper"),

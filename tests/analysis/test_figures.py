@@ -2,6 +2,7 @@
 against hand-computed numbers, and figures the runs cannot support are skipped with a message."""
 import json
 import math
+import os
 
 import numpy as np
 import pandas as pd
@@ -405,11 +406,10 @@ def test_two_sweeps_are_never_pooled_and_figures_come_from_the_sweeps_that_decla
     text = (out / "summary.md").read_text()
     assert "## learning · task arithmetic · model tiny" in text and "memory ·" not in text
     # without `figures:` both sweeps feed every figure, each in its own panel, never one curve
-    (root / "memory" / "sweep.json").write_text(json.dumps({"name": "memory", "grid": {}, "cells": []}))
-    from analysis.load import _sweep_record
-
-    _sweep_record.cache_clear()
-    runs = load_runs(root)
+    sweep_json = root / "memory" / "sweep.json"
+    sweep_json.write_text(json.dumps({"name": "memory", "grid": {}, "cells": []}))
+    os.utime(sweep_json, ns=(sweep_json.stat().st_atime_ns, sweep_json.stat().st_mtime_ns + 10**9))
+    runs = load_runs(root)  # the rewritten sweep.json is read again (the cache is keyed by its mtime)
     make_all(runs, None, out, only=["fig2_curves", "summary"], n_boot=50, log=lambda _: None)
     curves = pd.read_csv(out / "fig2_curves.csv")
     per_curve = curves.groupby(["experiment", "algo", "metric"])["step"].max()

@@ -1,4 +1,4 @@
-"""A task of the user's own, defined here (not in experiments/tasks.py), trained on through the CLI
+"""A task of the user's own, defined here (not in experiments/tasks/), trained on through the CLI
 as `task.name=tests.experiments.test_custom_task:SortTask`: the contract a user task keeps."""
 import itertools
 import json
