@@ -7,6 +7,7 @@ commands:
   status     table of the runs of a sweep folder (or of one run)  python -m experiments status SWEEP_DIR|RUN_DIR
   samples    print a run's logged completions                     python -m experiments samples RUN [--step N] [--incorrect]
   export     a run's last checkpoint as an HF directory           python -m experiments export RUN [--out DIR]
+  build-model  an untrained size preset as an HF directory       python -m experiments build-model --size tiny --tokenizer bpe --out DIR
 """
 import sys
 
@@ -36,11 +37,15 @@ def main(argv: list[str]) -> int:
         from experiments.samples import main as run
 
         return run(rest)
+    if command == "build-model":
+        from experiments.models.presets import main_build_model as run
+
+        return run(rest)
     if command == "export":
         from experiments.export import main as run
 
         return run(rest)
-    print(f"error: unknown command {command!r}; valid: train, warmstart, sweep, status, samples, export",
+    print(f"error: unknown command {command!r}; valid: train, warmstart, sweep, status, samples, export, build-model",
           file=sys.stderr)
     return 2
 

@@ -42,6 +42,8 @@ class ModelConfig:
     warmstart_lr: float = _f(3e-3, "learning rate of the warm-start")
     warmstart_band: str = _f("0.25,0.5", "target greedy eval accuracy band 'low,high' where warm-start stops")
     init_seed: int = _f(0, "seed of the size preset's random initialisation")
+    tokenizer: str = _f("char", "size presets: char (one token per character, 259 tokens) | bpe (a byte-level BPE "
+                                "trained on task text, ChatML specials and a chat template: for task.template=chat)")
     precision: str = _f("fp32", "fp32 | bf16 | fp16 (weights, gradients and AdamW state in that dtype) | "
                                 "bf16-mixed (fp32 master weights and optimizer state, bf16 compute under autocast)")
     gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass (transformers' own "
@@ -98,6 +100,9 @@ class TrainConfig:
     critic_lr: float = _f(1e-3, "critic learning rate (PPO)")
     micro_batch_size: int = _f(0, "rollouts per forward/backward (gradient accumulation; also the chunk of the "
                                   "no-grad passes); one optimizer step per minibatch whatever its value; 0: whole minibatch")
+    logprob_token_chunk: int = _f(0, "response positions per output-head chunk in every log-prob pass (recomputed in "
+                                     "the backward): at most micro-batch x this x vocab logits at once; 0: whole "
+                                     "response (fine for small vocabularies; ~512 for Qwen's 152K)")
     lr_schedule: str = _f("constant", "constant | linear | cosine decay to 0 at the last step (policy and critic)")
     lr_warmup_steps: int = _f(0, "linear lr warm-up over the first N steps")
     weight_decay: float = _f(0.0, "AdamW weight decay")
@@ -260,6 +265,7 @@ def _check_values(cfg: TrainConfig) -> None:
         ("threads", cfg.threads >= 0, ">= 0 (0: torch's default)"),
         ("lr_warmup_steps", cfg.lr_warmup_steps >= 0, ">= 0"),
         ("micro_batch_size", cfg.micro_batch_size >= 0, ">= 0 (0: the whole minibatch)"),
+        ("logprob_token_chunk", cfg.logprob_token_chunk >= 0, ">= 0 (0: the whole response at once)"),
         ("eval_samples", cfg.eval_samples >= 0, ">= 0"),
         ("eval_temperature", cfg.eval_temperature > 0, "> 0"),
         ("log.samples_per_step", cfg.log.samples_per_step >= 0, ">= 0"),
@@ -304,6 +310,35 @@ def _check_model(cfg: TrainConfig) -> None:
     if cfg.model.name not in SIZES and not (Path(cfg.model.name) / "config.json").is_file():
         raise ValueError(f"model.name={cfg.model.name!r} has no config.json: expected a Hugging Face causal-LM "
                          "directory (what save_pretrained writes) or a size preset")
+    from experiments.models.presets import TOKENIZERS
+
+    if cfg.model.tokenizer not in TOKENIZERS:
+        raise ValueError(f"model.tokenizer={cfg.model.tokenizer!r} is invalid: expected one of {', '.join(TOKENIZERS)}")
+    if cfg.model.name not in SIZES and cfg.model.tokenizer != "char":
+        raise ValueError(f"model.tokenizer={cfg.model.tokenizer} applies to size presets only; the directory "
+                         f"{cfg.model.name} brings its own tokenizer (drop model.tokenizer)")
+    if cfg.task.template == "chat" and not _has_chat_template(cfg.model):
+        raise ValueError(f"task.template=chat: the tokenizer of model.name={cfg.model.name} has no chat template; "
+                         "use model.tokenizer=bpe (a size preset with one), a directory whose tokenizer_config.json "
+                         "has a chat_template, or task.template=plain")
+
+
+def _has_chat_template(model) -> bool:
+    """Whether the model's tokenizer will have a chat template (size presets: only the bpe one;
+    a directory: chat_template in tokenizer_config.json or a chat_template.jinja file)."""
+    import json
+
+    from experiments.models import SIZES
+
+    if model.name in SIZES:
+        return model.tokenizer == "bpe"
+    folder = Path(model.name)
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    try:
+        return bool(json.loads((folder / "tokenizer_config.json").read_text()).get("chat_template"))
+    except (OSError, ValueError):
+        return False
 
 
 def _check_task_data(task: TaskConfig) -> None:

@@ -225,13 +225,18 @@ class HFRollout:
     from the current weights. ``batch_size`` bounds how many sequences go through one ``generate``
     call (None = all at once). The model's own ``generation_config`` is ignored: only ``Sampling``
     decides how to sample (a Qwen checkpoint's top_k/top_p/repetition_penalty defaults are not applied).
+    ``template`` (an ``experiments.prompts.PromptTemplate``, default plain) turns each prompt into ids.
     """
 
-    def __init__(self, model: nn.Module, tokenizer, *, batch_size: int | None = None):
+    def __init__(self, model: nn.Module, tokenizer, *, batch_size: int | None = None, template=None):
+        from experiments.prompts import PromptTemplate
+
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no EOS token; rollouts need one to end responses")
         self.model = model
         self.tokenizer = tokenizer
+        self.template = template or PromptTemplate()
+        self.template.check(tokenizer)
         self.batch_size = batch_size
         self.eos_token_id = tokenizer.eos_token_id
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -243,9 +248,7 @@ class HFRollout:
     def generate(self, prompts: list[str], n: int, sampling: Sampling) -> Rollouts:
         """n rollouts for each prompt; reproducible given ``sampling.seed`` (the global RNG is forked)."""
         _check_prompts(prompts, n)
-        prompt_ids = [self.tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
-        if any(len(p) == 0 for p in prompt_ids):
-            raise ValueError("a prompt encodes to zero tokens; the model needs at least one to condition on")
+        prompt_ids = self.template.encode_all(self.tokenizer, prompts)
         rollout_prompts = [p for p in prompt_ids for _ in range(n)]  # row r answers prompt r // n
         step = self.batch_size or len(rollout_prompts)
         responses, logps = [], []
@@ -352,11 +355,13 @@ def make_rollout(
 
 def build_rollout(cfg, policy, tokenizer, policy_dir):
     """The rollout backend of a TrainConfig's rollout.backend (hf shares the trainer's model object)."""
-    rollout = cfg.rollout
+    from experiments.prompts import PromptTemplate
+
+    rollout, template = cfg.rollout, PromptTemplate.of(cfg.task)
     if rollout.backend == "hf":
-        return make_rollout("hf", model=policy, tokenizer=tokenizer)
+        return make_rollout("hf", model=policy, tokenizer=tokenizer, template=template)
     return make_rollout(
-        "vllm", model_dir=policy_dir, gpu_memory_utilization=rollout.vllm_gpu_memory_utilization,
+        "vllm", model_dir=policy_dir, template=template, gpu_memory_utilization=rollout.vllm_gpu_memory_utilization,
         max_model_len=rollout.vllm_max_model_len, seed=cfg.seed, sleep=rollout.vllm_sleep,
         kv_cache_gib=rollout.vllm_kv_cache_gib, dtype=cfg.model.dtype,
     )

@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from experiments.prompts import PromptTemplate
 from experiments.rollout import Rollouts, Sampling, _check_prompts, build_rollouts
 
 INSTALL_HINT = (
@@ -98,7 +99,8 @@ class VLLMRollout:
     seed: the engine's seed (used when ``Sampling.seed`` is None). dtype: the engine's dtype, default
     the checkpoint's (pass the trainer's dtype so sampler and trainer compute alike). kv_cache_gib: CPU only, the KV
     cache size in GiB (``kv_cache_memory_bytes``; the env ``VLLM_CPU_KVCACHE_SPACE``, whole GiB,
-    overrides it if set). sleep: on GPU, sleep between generate calls.
+    overrides it if set). sleep: on GPU, sleep between generate calls. template: a ``PromptTemplate``
+    (default plain) applied to every prompt, as the HF backend does.
     Extra keyword arguments go to ``vllm.LLM``.
     """
 
@@ -113,6 +115,7 @@ class VLLMRollout:
         dtype: str | None = None,
         kv_cache_gib: float | None = None,
         sleep: bool = True,
+        template=None,
         **llm_kwargs,
     ):
         from transformers import AutoConfig, AutoTokenizer
@@ -150,6 +153,8 @@ class VLLMRollout:
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         if self.tokenizer.eos_token_id is None:
             raise ValueError(f"{model_dir}: the tokenizer has no EOS token; rollouts need one to end responses")
+        self.template = template or PromptTemplate()
+        self.template.check(self.tokenizer, str(model_dir))
         self.eos_token_id = self.tokenizer.eos_token_id
         self.pad_token_id = (
             self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_token_id
@@ -180,10 +185,8 @@ class VLLMRollout:
         from vllm.inputs import TokensPrompt
 
         _check_prompts(prompts, n)
-        prompt_ids = [self.tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
+        prompt_ids = self.template.encode_all(self.tokenizer, prompts)
         for text, ids in zip(prompts, prompt_ids):
-            if not ids:
-                raise ValueError("a prompt encodes to zero tokens; the model needs at least one to condition on")
             if len(ids) + sampling.max_new_tokens > self.max_model_len:
                 raise ValueError(
                     f"prompt of {len(ids)} tokens + max_new_tokens {sampling.max_new_tokens} exceeds the engine's "

@@ -125,7 +125,8 @@ class Trainer:
             ids, attn = ids[rows], attn[rows]
         with self._autocast():
             return response_logprobs(model, ids.to(self.device), attn.to(self.device), rollouts.response_len,
-                                     temperature=self.cfg.rollout.temperature, **kw)
+                                     temperature=self.cfg.rollout.temperature,
+                                     token_chunk=self.cfg.logprob_token_chunk or None, **kw)
 
     def _values(self, rollouts, rows, response_len: int):
         with self._autocast():

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from experiments.models import file_lock, load_policy, publish_dir_atomically, resolve_cache_dir
+from experiments.prompts import PromptTemplate
 from experiments.rollout import HFRollout, Sampling
 
 RECIPE_VERSION = 2  # bump when the training recipe changes, to invalidate old caches
@@ -42,15 +43,17 @@ INFO_FILE = "warmstart.json"
 _TASK_FIELDS_NOT_IN_KEY = ("format_reward", "verify_timeout_s", "verify_workers")
 
 
-def sft_batch(tokenizer, examples) -> tuple[Tensor, Tensor, Tensor]:
-    """Tokenise ``prompt + target + EOS`` for each example, right-padded.
+def sft_batch(tokenizer, examples, template=None) -> tuple[Tensor, Tensor, Tensor]:
+    """Tokenise ``prompt + target + EOS`` for each example, right-padded; the prompt under
+    ``template`` (a ``PromptTemplate``, default plain), as rollouts encode it.
 
     Returns input_ids (B, L), attention_mask (B, L) and labels (B, L): the token id at target and
     EOS positions, -100 on prompt and padding positions (no loss there).
     """
+    template = template or PromptTemplate()
     rows = []
     for ex in examples:
-        prompt = tokenizer(ex.prompt)["input_ids"]
+        prompt = template.encode(tokenizer, ex.prompt)
         target = tokenizer(ex.target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         rows.append((prompt + target, [-100] * len(prompt) + target))
     L = max(len(ids) for ids, _ in rows)
@@ -68,8 +71,9 @@ def sft_loss(model, input_ids: Tensor, attention_mask: Tensor, labels: Tensor) -
 
 
 def greedy_accuracy(model, tokenizer, task, examples, *, max_new_tokens: int, batch_size: int = 256) -> float:
-    """Share of ``examples`` whose greedy completion the task's ``check`` scores as correct (>= 0.5)."""
-    rollout = HFRollout(model, tokenizer, batch_size=batch_size)
+    """Share of ``examples`` whose greedy completion the task's ``check`` scores as correct (>= 0.5),
+    prompted under the task's template."""
+    rollout = HFRollout(model, tokenizer, batch_size=batch_size, template=PromptTemplate.of(task.cfg))
     out = rollout.generate([ex.prompt for ex in examples], 1, Sampling(max_new_tokens=max_new_tokens, temperature=0))
     return sum(task.check(text, ex) >= 0.5 for text, ex in zip(out.texts, examples)) / len(examples)
 
@@ -84,13 +88,18 @@ def _task_and_config(task):
     raise TypeError(f"task must be a TaskConfig or a Task, got {type(task).__name__}")
 
 
-def cache_key(task_cfg, model_name, *, init_seed, seed, steps, lr, batch_size, target_band) -> dict:
+def cache_key(task_cfg, model_name, *, init_seed, seed, steps, lr, batch_size, target_band,
+              tokenizer: str = "char") -> dict:
     """Everything that determines a warm-start's result (its hash names the cache directory)."""
     task_fields = {k: v for k, v in dataclasses.asdict(task_cfg).items() if k not in _TASK_FIELDS_NOT_IN_KEY}
+    if task_fields.get("template") == "plain" and not task_fields.get("system_prompt"):
+        # the keys of plain-text prompts are those from before templates existed (caches stay valid)
+        task_fields.pop("template", None)
+        task_fields.pop("system_prompt", None)
     return {
         "recipe": RECIPE_VERSION,
         "task": task_fields,
-        "model": str(model_name),
+        "model": str(model_name) if tokenizer == "char" else f"{model_name}-{tokenizer}",
         "init_seed": init_seed,
         "seed": seed,
         "steps": steps,
@@ -101,13 +110,13 @@ def cache_key(task_cfg, model_name, *, init_seed, seed, steps, lr, batch_size, t
 
 
 def warmstart_dir(task, model_name, *, cache_dir=None, steps, lr, batch_size, seed, init_seed=0,
-                  target_band=(0.10, 0.50)) -> Path:
+                  target_band=(0.10, 0.50), tokenizer: str = "char") -> Path:
     """Where ``warmstart`` with these arguments stores (or would store) its result."""
     _, task_cfg = _task_and_config(task)
     key = cache_key(task_cfg, model_name, init_seed=init_seed, seed=seed, steps=steps, lr=lr,
-                    batch_size=batch_size, target_band=target_band)
+                    batch_size=batch_size, target_band=target_band, tokenizer=tokenizer)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    slug = Path(str(model_name)).name.replace(" ", "_")
+    slug = Path(str(model_name)).name.replace(" ", "_") + ("" if tokenizer == "char" else f"-{tokenizer}")
     task_slug = re.sub(r"[^A-Za-z0-9_.-]", "_", task_cfg.name)  # a user task's module:Class path
     return resolve_cache_dir(cache_dir) / "warmstart" / f"{task_slug}-{slug}-{digest}"
 
@@ -126,6 +135,7 @@ def warmstart(
     eval_every: int = 10,
     eval_size: int = 200,
     device: str = "cpu",
+    tokenizer: str = "char",
 ) -> Path:
     """Supervised warm-start of ``model_name`` (size preset or HF dir) on ``task`` (a TaskConfig or Task).
 
@@ -137,7 +147,8 @@ def warmstart(
     ``models.default_cache_dir()``. If the band is never reached, the last model is
     saved anyway, ``warmstart.json`` says ``"in_band": false`` and a warning is issued.
     ``warmstart.json`` records ``val_accuracy`` (the stopping rule's) and ``eval_accuracy``
-    (the first ``eval_size`` eval examples, measured once at the end).
+    (the first ``eval_size`` eval examples, measured once at the end). ``tokenizer``: the size
+    preset's tokenizer kind ("char" or "bpe"); prompts are encoded under the task's template.
     """
     low, high = target_band
     if not 0.0 <= low <= high <= 1.0:
@@ -147,7 +158,7 @@ def warmstart(
                          f"steps={steps}, batch_size={batch_size}, eval_every={eval_every}, lr={lr}")
     task_obj, task_cfg = _task_and_config(task)
     final = warmstart_dir(task_cfg, model_name, cache_dir=cache_dir, steps=steps, lr=lr, batch_size=batch_size,
-                          seed=seed, init_seed=init_seed, target_band=target_band)
+                          seed=seed, init_seed=init_seed, target_band=target_band, tokenizer=tokenizer)
     if (final / INFO_FILE).exists():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -157,9 +168,9 @@ def warmstart(
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{final.name}-"))
         info = _train(task_obj, model_name, tmp, cache_dir=cache_dir, steps=steps, lr=lr, batch_size=batch_size,
                       seed=seed, init_seed=init_seed, band=(low, high), eval_every=eval_every,
-                      eval_size=eval_size, device=device)
+                      eval_size=eval_size, device=device, tokenizer=tokenizer)
         info["key"] = cache_key(task_cfg, model_name, init_seed=init_seed, seed=seed, steps=steps, lr=lr,
-                                batch_size=batch_size, target_band=target_band)
+                                batch_size=batch_size, target_band=target_band, tokenizer=tokenizer)
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
         publish_dir_atomically(tmp, final)
     if not info["in_band"]:
@@ -170,11 +181,14 @@ def warmstart(
 
 
 def _train(task, model_name, out_dir: Path, *, cache_dir, steps, lr, batch_size, seed, init_seed, band,
-           eval_every, eval_size, device) -> dict:
+           eval_every, eval_size, device, tokenizer="char") -> dict:
     low, high = band
     started = time.time()
-    policy = load_policy(model_name, dtype=torch.float32, device=device, seed=init_seed, cache_dir=cache_dir)
+    policy = load_policy(model_name, dtype=torch.float32, device=device, seed=init_seed, cache_dir=cache_dir,
+                         tokenizer=tokenizer)
     model, tokenizer = policy.model, policy.tokenizer
+    template = PromptTemplate.of(task.cfg)
+    template.check(tokenizer, str(model_name))
     train = task.examples("train")
     val = task.examples("val")[:eval_size]
     evals = task.examples("eval")[:eval_size]
@@ -203,7 +217,7 @@ def _train(task, model_name, out_dir: Path, *, cache_dir, steps, lr, batch_size,
                     perm, cursor = torch.randperm(len(train), generator=order), 0
                 batch = [train[i] for i in perm[cursor : cursor + batch_size].tolist()]
                 cursor += batch_size
-                loss = sft_loss(model, *sft_batch(tokenizer, batch))
+                loss = sft_loss(model, *sft_batch(tokenizer, batch, template))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -250,11 +264,11 @@ def resolve_policy_dir(cfg, task) -> tuple[Path, dict]:
     if model.name not in SIZES:
         return Path(model.name), {}
     if not model.warmstart:
-        return built_model_dir(model.name, seed=model.init_seed, cache_dir=cfg.cache_dir), {}
+        return built_model_dir(model.name, seed=model.init_seed, cache_dir=cfg.cache_dir, tokenizer=model.tokenizer), {}
     low, high = (float(v) for v in model.warmstart_band.split(","))
     path = Path(warmstart(
         task, model.name, cache_dir=cfg.cache_dir, steps=model.warmstart_steps,
-        lr=model.warmstart_lr, seed=0, init_seed=model.init_seed, target_band=(low, high),
+        lr=model.warmstart_lr, seed=0, init_seed=model.init_seed, target_band=(low, high), tokenizer=model.tokenizer,
     ))
     info_file = path / "warmstart.json"
     return path, (json.loads(info_file.read_text()) if info_file.exists() else {})

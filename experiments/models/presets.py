@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from experiments.models.tokenizer import BOS_TOKEN, EOS_TOKEN, PAD_TOKEN, VOCAB, build_char_tokenizer
+from experiments.models.tokenizer import build_char_tokenizer
 
 @dataclass(frozen=True)
 class ModelSize:
@@ -48,13 +48,30 @@ def _check_size(size: str) -> ModelSize:
     return SIZES[size]
 
 
-def model_config(size: str):
-    """The ``Qwen2Config`` of a size preset (vocabulary and special ids of the character tokenizer)."""
+TOKENIZERS = ("char", "bpe")
+
+
+def build_tokenizer(kind: str = "char"):
+    """The tokenizer of a size preset: "char" (259 tokens, ``build_char_tokenizer``) or "bpe" (a
+    byte-level BPE trained on task text, with a chat template: ``experiments.models.bpe``)."""
+    if kind == "char":
+        return build_char_tokenizer()
+    if kind == "bpe":
+        from experiments.models.bpe import build_bpe_tokenizer
+
+        return build_bpe_tokenizer()
+    raise ValueError(f"model.tokenizer={kind!r} is invalid: expected one of {', '.join(TOKENIZERS)}")
+
+
+def model_config(size: str, tokenizer=None):
+    """The ``Qwen2Config`` of a size preset, with the vocabulary and special ids of ``tokenizer``
+    (default: the character tokenizer)."""
     from transformers import Qwen2Config
 
     s = _check_size(size)
+    tokenizer = tokenizer or build_char_tokenizer()
     return Qwen2Config(
-        vocab_size=len(VOCAB),
+        vocab_size=len(tokenizer),
         hidden_size=s.hidden,
         num_hidden_layers=s.layers,
         num_attention_heads=s.heads,
@@ -66,15 +83,16 @@ def model_config(size: str):
         rms_norm_eps=1e-6,
         tie_word_embeddings=True,
         use_sliding_window=False,
-        bos_token_id=VOCAB[BOS_TOKEN],
-        eos_token_id=VOCAB[EOS_TOKEN],
-        pad_token_id=VOCAB[PAD_TOKEN],
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
         torch_dtype="float32",
     )
 
 
-def build_model(size: str, out_dir: str | os.PathLike, seed: int = 0) -> Path:
-    """Build a randomly initialised size preset and save model + tokenizer to ``out_dir``.
+def build_model(size: str, out_dir: str | os.PathLike, seed: int = 0, tokenizer: str = "char") -> Path:
+    """Build a randomly initialised size preset with the ``tokenizer`` kind ("char" or "bpe") and
+    save model + tokenizer to ``out_dir``.
 
     Deterministic given ``seed`` (the global torch RNG is forked, so the caller's RNG state is not
     touched). Saves ``config.json``, ``generation_config.json``, ``model.safetensors`` and the
@@ -82,7 +100,8 @@ def build_model(size: str, out_dir: str | os.PathLike, seed: int = 0) -> Path:
     """
     from transformers import GenerationConfig, Qwen2ForCausalLM
 
-    config = model_config(size)
+    tok = build_tokenizer(tokenizer)
+    config = model_config(size, tok)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Qwen2ForCausalLM(config)
@@ -92,7 +111,7 @@ def build_model(size: str, out_dir: str | os.PathLike, seed: int = 0) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
-    build_char_tokenizer().save_pretrained(out)
+    tok.save_pretrained(out)
     return out
 
 
@@ -137,22 +156,32 @@ def publish_dir_atomically(tmp_dir: Path, final_dir: Path, *, replace: bool = Fa
     return final_dir
 
 
-def built_model_dir(size: str, *, seed: int = 0, cache_dir: str | os.PathLike | None = None) -> Path:
-    """Path of the size preset built with ``seed`` in the cache, building it on first use.
+def preset_slug(size: str, seed: int = 0, tokenizer: str = "char") -> str:
+    """The cache name of a built size preset: "tiny-seed0", "tiny-bpe-seed0"."""
+    return f"{size}-seed{seed}" if tokenizer == "char" else f"{size}-{tokenizer}-seed{seed}"
+
+
+def built_model_dir(size: str, *, seed: int = 0, cache_dir: str | os.PathLike | None = None,
+                    tokenizer: str = "char") -> Path:
+    """Path of the size preset built with ``seed`` (and the ``tokenizer`` kind) in the cache,
+    building it on first use.
 
     Safe against concurrent callers (a file lock) and against being killed mid-write (the model is
     written to a temporary directory and renamed into place).
     """
     _check_size(size)
+    if tokenizer not in TOKENIZERS:
+        raise ValueError(f"model.tokenizer={tokenizer!r} is invalid: expected one of {', '.join(TOKENIZERS)}")
     cache = resolve_cache_dir(cache_dir)
-    final = cache / "models" / f"{size}-seed{seed}"
+    slug = preset_slug(size, seed, tokenizer)
+    final = cache / "models" / slug
     if (final / "config.json").exists():
         return final
-    with file_lock(cache / "models" / f".{size}-seed{seed}.lock"):
+    with file_lock(cache / "models" / f".{slug}.lock"):
         if (final / "config.json").exists():
             return final
         tmp = Path(tempfile.mkdtemp(dir=cache / "models", prefix=f".tmp-{size}-"))
-        build_model(size, tmp, seed=seed)
+        build_model(size, tmp, seed=seed, tokenizer=tokenizer)
         return publish_dir_atomically(tmp, final)
 
 
@@ -179,9 +208,11 @@ def load_policy(
     device: str | torch.device = "cpu",
     seed: int = 0,
     cache_dir: str | os.PathLike | None = None,
+    tokenizer: str = "char",
 ) -> LoadedPolicy:
-    """Load a policy: a size preset (built into ``cache_dir/models/<size>-seed<seed>`` on first use)
-    or any local Hugging Face causal-LM directory. Returns ``LoadedPolicy(model, tokenizer, path)``.
+    """Load a policy: a size preset (built with the ``tokenizer`` kind into
+    ``cache_dir/models/<preset_slug>`` on first use) or any local Hugging Face causal-LM directory.
+    Returns ``LoadedPolicy(model, tokenizer, path)``.
 
     The tokenizer gets left padding, and a pad token (its EOS) if the checkpoint has none.
     """
@@ -189,7 +220,7 @@ def load_policy(
 
     name = str(name_or_path)
     if name in SIZES:
-        path = built_model_dir(name, seed=seed, cache_dir=cache_dir)
+        path = built_model_dir(name, seed=seed, cache_dir=cache_dir, tokenizer=tokenizer)
     else:
         path = Path(name)
         if not (path / "config.json").exists():
@@ -198,8 +229,33 @@ def load_policy(
                 "holding a Hugging Face checkpoint (config.json); hubs are not reachable, so pass a local path"
             )
     model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype)).to(device)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return LoadedPolicy(model, tokenizer, path)
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return LoadedPolicy(model, tok, path)
+
+
+def main_build_model(argv: list[str]) -> int:
+    """`python -m experiments build-model --size tiny --tokenizer bpe --out DIR`: an untrained size
+    preset as an ordinary HF directory (pass it as model.name=DIR; no warm start is applied to a
+    directory). Refuses an existing DIR."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m experiments build-model", description=main_build_model.__doc__)
+    parser.add_argument("--size", choices=list(SIZES), default="tiny")
+    parser.add_argument("--tokenizer", choices=list(TOKENIZERS), default="char",
+                        help="char: one token per character | bpe: byte-level BPE with a chat template")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random initialisation")
+    parser.add_argument("--out", required=True, help="directory to create")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    if out.exists():
+        print(f"error: --out {out} already exists; choose a new directory (nothing was written)", file=sys.stderr)
+        return 2
+    tmp = Path(tempfile.mkdtemp(dir=out.parent if out.parent.is_dir() else None, prefix=f".tmp-{out.name}-"))
+    build_model(args.size, tmp, seed=args.seed, tokenizer=args.tokenizer)
+    shutil.move(str(tmp), out)
+    print(out)
+    return 0

@@ -45,6 +45,12 @@ class TaskConfig:
     path: str | None = field(default=None, metadata={
         "help": "gsm8k/math: a JSONL file (split by hash), a folder with train.jsonl and "
                 "test.jsonl, or a `datasets` hub name where a hub is reachable"})
+    template: str = field(default="plain", metadata={
+        "help": "plain: the prompt text as it is | chat: wrapped in the tokenizer's chat template "
+                "(apply_chat_template, generation prompt added), as Instruct models expect"})
+    system_prompt: str = field(default="", metadata={
+        "help": "task.template=chat: a system message before the prompt ('' = none: the template's "
+                "own default, e.g. Qwen2.5's)"})
     format_reward: float = field(default=0.0, metadata={
         "help": "weight w of the format reward in [0,1]: reward = (1-w)*correct + w*format_ok"})
     verify_timeout_s: float = field(default=2.0, metadata={
@@ -69,6 +75,9 @@ class TaskConfig:
                "a number strictly between 0 and 1")
         _check(0.0 <= self.val_fraction < 1.0 - self.eval_fraction, "val_fraction", self.val_fraction,
                f"a number in [0, 1 - eval_fraction) = [0, {1.0 - self.eval_fraction:g})")
+        _check(self.template in ("plain", "chat"), "template", self.template, "plain or chat")
+        _check(self.template == "chat" or not self.system_prompt, "system_prompt", self.system_prompt,
+               "'' with task.template=plain (a system prompt needs task.template=chat)")
         _check(0.0 <= self.format_reward <= 1.0, "format_reward", self.format_reward,
                "a number in [0, 1]")
         _check(self.verify_timeout_s > 0, "verify_timeout_s", self.verify_timeout_s, "a number > 0")

@@ -230,6 +230,29 @@ def test_response_logprobs_match_naive_log_softmax(tiny, temperature):
     torch.testing.assert_close(ent, ref_ent, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("token_chunk", [1, 3, 4, 50])
+@pytest.mark.parametrize("entropy_grad", [False, True])
+def test_token_chunked_logprobs_equal_the_whole_head_with_gradients(tiny, token_chunk, entropy_grad):
+    """token_chunk runs the output head on a few response positions at a time and recomputes them
+    in the backward: values and the gradient of every parameter equal the one-piece pass (fp32)."""
+    ids, mask = _random_batch()
+    grads = []
+    for kw in ({}, {"token_chunk": token_chunk, "chunk_size": 2}):
+        tiny.model.zero_grad(set_to_none=True)
+        logp, ent = response_logprobs(tiny.model, ids, mask, 4, temperature=0.7, entropy_grad=entropy_grad, **kw)
+        (logp * torch.arange(1.0, 5.0) + (ent if entropy_grad else 0)).sum().backward()
+        grads.append(([p.grad.clone() for p in tiny.model.parameters()], logp.detach(), ent.detach()))
+    (g_whole, logp_whole, ent_whole), (g_chunk, logp_chunk, ent_chunk) = grads
+    torch.testing.assert_close(logp_chunk, logp_whole, atol=1e-6, rtol=0)
+    torch.testing.assert_close(ent_chunk, ent_whole, atol=1e-6, rtol=0)
+    for a, b in zip(g_whole, g_chunk):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # the no-grad passes (old log-probs, reference) take the same path
+        logp_ng, _ = response_logprobs(tiny.model, ids, mask, 4, temperature=0.7, token_chunk=token_chunk)
+    torch.testing.assert_close(logp_ng, logp_whole, atol=1e-6, rtol=0)
+    tiny.model.zero_grad(set_to_none=True)
+
+
 def test_response_logprobs_invariant_to_extra_left_padding(tiny):
     ids, mask = _random_batch()
     pad = 3
