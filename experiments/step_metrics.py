@@ -65,6 +65,7 @@ class StepTensors:
     ref_logp: torch.Tensor | None  # the reference (beta > 0)
     values: torch.Tensor | None  # the critic's values before the update (PPO)
     returns: torch.Tensor | None  # GAE returns (PPO)
+    old_logp_from_update: bool = False  # old_logp is filled by the (exactly on-policy) update's own forward
 
 
 def policy_rows(passes: StepTensors, sampler_logp: torch.Tensor, kl_kind: str) -> dict:

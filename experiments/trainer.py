@@ -133,15 +133,26 @@ class Trainer:
             return self.critic.values(rollouts.input_ids[rows].to(self.device),
                                       rollouts.attention_mask[rows].to(self.device), response_len).float()
 
+    def _old_logp_pass_needed(self) -> bool:
+        """Whether old_logp needs its own pass. With one epoch of one minibatch the update is exactly
+        on-policy (the ratio is identically 1): its own forward pass gives old_logp, detached, and
+        none is run before it — unless the KL is in the reward, which needs it before the advantages."""
+        algo = self.algo
+        return algo.epochs > 1 or algo.minibatches > 1 or (algo.kl_coef > 0 and algo.kl_placement == "reward")
+
     @torch.no_grad()
     def _no_grad_passes(self, batch: Batch) -> StepTensors:
         """old_logp (the policy the advantages are for, once before the first update; counted in the
-        update phase: same model, same memory), the reference's and the critic's passes."""
+        update phase: same model, same memory) unless the update is exactly on-policy, the
+        reference's and the critic's passes."""
         rollouts = batch.rollouts
         mask = rollouts.response_mask.float().to(self.device)  # (B, T)
         chunk = self.cfg.micro_batch_size or None  # the no-grad passes run in micro-batches too
-        with self.tracker.phase("update"):
-            old_logp, _ = self._forward_logp(self.policy, rollouts, chunk_size=chunk)
+        if self._old_logp_pass_needed():
+            with self.tracker.phase("update"):
+                old_logp, _ = self._forward_logp(self.policy, rollouts, chunk_size=chunk)
+        else:  # filled by the update's own forward pass (`_micro_step`), before any optimizer step
+            old_logp = torch.full(mask.shape, math.nan, device=self.device)
         ref_logp = values = None
         if self.algo.kl_coef > 0:
             with self.tracker.phase("reference"):
@@ -150,7 +161,8 @@ class Trainer:
             with self.tracker.phase("critic"):
                 rows = torch.arange(len(rollouts)).split(chunk or len(rollouts))
                 values = torch.cat([self._values(rollouts, r, mask.shape[1]) for r in rows]) * mask
-        return StepTensors(mask=mask, old_logp=old_logp, ref_logp=ref_logp, values=values, returns=None)
+        return StepTensors(mask=mask, old_logp=old_logp, ref_logp=ref_logp, values=values, returns=None,
+                           old_logp_from_update=not self._old_logp_pass_needed())
 
     def _reference_logp(self, rollouts, chunk):
         """The reference's log-probs: the frozen copy, or with LoRA the base weights (adapters off)."""
@@ -269,6 +281,8 @@ class Trainer:
         """Forward and backward of one micro-batch; returns its metrics with their token weights."""
         cfg, algo = self.cfg, self.algo
         logp, entropy = self._forward_logp(self.policy, rollouts, rows, entropy_grad=algo.entropy_coef > 0)
+        if passes.old_logp_from_update:  # exactly on-policy: this pass is the policy the advantages are for
+            passes.old_logp[rows] = logp.detach()
         mb_mask = passes.mask[rows]
         batch = {
             "logp": logp,

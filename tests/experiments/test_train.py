@@ -202,6 +202,42 @@ def test_micro_batches_give_the_same_run(tmp_path, warm_tiny, algo, split_args):
     assert any(r["pg_loss"] for r in rows(whole)[1:])  # a real update happened
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["grpo", "ppo"])
+def test_on_policy_update_runs_no_old_logp_pass_and_gives_the_same_run(tmp_path, warm_tiny, monkeypatch, algo):
+    """With one epoch of one minibatch the update is exactly on-policy: no policy pass runs before
+    it (old_logp comes from the update's own forward, detached, ratio 1), and the run logs what it
+    logs with the separate pass (tolerances as for micro-batches)."""
+    from experiments.train import main
+    from experiments.trainer import Trainer
+
+    passes = []
+    original = Trainer._forward_logp
+
+    def counting(self, model, *args, **kw):
+        passes.append(model is self.policy and not torch.is_grad_enabled())
+        return original(self, model, *args, **kw)
+
+    monkeypatch.setattr(Trainer, "_forward_logp", counting)
+    args = [f"algo={algo}", "algo.epochs=1", "algo.minibatches=1", "steps=3", "rollouts_per_step=64",
+            "eval_every=3", "eval_size=32", "threads=1", "micro_batch_size=16"]
+    assert main([*args, f"out={tmp_path / 'skip'}"]) == 0
+    assert sum(passes) == 0 and len(passes) > 0  # no no-grad policy pass; the update's passes ran
+    monkeypatch.setattr(Trainer, "_old_logp_pass_needed", lambda self: True)
+    assert main([*args, f"out={tmp_path / 'pass'}"]) == 0
+    assert sum(passes) == 3  # the forced pass: one per step (in micro-batches of 16)
+    for a, b in zip(rows(tmp_path / "pass"), rows(tmp_path / "skip")):
+        for key, value in _deterministic(a).items():
+            other = b[key]
+            if isinstance(value, float) and other is not None:
+                tolerance = 1e-5 if a["step"] <= 1 else 2e-3
+                assert other == pytest.approx(value, rel=tolerance, abs=1e-6), (a["step"], key)
+            else:
+                assert other == value, (a["step"], key)
+    last = rows(tmp_path / "skip")[-1]
+    assert last["ratio_mean"] == pytest.approx(1.0, abs=1e-6) and last["clip_frac_high"] == 0
+
+
 def test_bf16_mixed_keeps_fp32_master_weights_and_checkpointing_runs(tmp_path):
     out = tmp_path / "mixed"
     run_cli("train", "algo=ppo", "steps=2", "model.precision=bf16-mixed", "model.gradient_checkpointing=true",
