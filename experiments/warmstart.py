@@ -41,6 +41,8 @@ RECIPE_VERSION = 2  # bump when the training recipe changes, to invalidate old c
 INFO_FILE = "warmstart.json"
 # TaskConfig fields that change neither the examples nor the check (excluded from the cache key)
 _TASK_FIELDS_NOT_IN_KEY = ("format_reward", "verify_timeout_s", "verify_workers")
+# TaskConfig fields added after RECIPE_VERSION 2, with the default that reproduces the earlier examples
+_TASK_FIELDS_ADDED_LATER = {"template": "plain", "system_prompt": "", "scratchpad": False}
 
 
 def sft_batch(tokenizer, examples, template=None) -> tuple[Tensor, Tensor, Tensor]:
@@ -92,10 +94,9 @@ def cache_key(task_cfg, model_name, *, init_seed, seed, steps, lr, batch_size, t
               tokenizer: str = "char") -> dict:
     """Everything that determines a warm-start's result (its hash names the cache directory)."""
     task_fields = {k: v for k, v in dataclasses.asdict(task_cfg).items() if k not in _TASK_FIELDS_NOT_IN_KEY}
-    if task_fields.get("template") == "plain" and not task_fields.get("system_prompt"):
-        # the keys of plain-text prompts are those from before templates existed (caches stay valid)
-        task_fields.pop("template", None)
-        task_fields.pop("system_prompt", None)
+    for key, default in _TASK_FIELDS_ADDED_LATER.items():  # at their defaults, keys (and caches) stay as before
+        if task_fields.get(key, default) == default:
+            task_fields.pop(key, None)
     return {
         "recipe": RECIPE_VERSION,
         "task": task_fields,

@@ -1,5 +1,7 @@
 """Arithmetic: "3+5=" -> "8", with operands, operators and terms from the TaskConfig; split by
-the operand and operator multisets, so no eval problem has a permutation in train."""
+the operand and operator multisets, so no eval problem has a permutation in train. With
+``task.scratchpad`` the target works one operation at a time, "12+7+5=" -> "19+5=24", and any
+completion whose last "="-separated part is the value is correct."""
 
 import itertools
 import random
@@ -20,6 +22,31 @@ def parse_int_answer(completion: str) -> int | None:
     return int(text)
 
 
+def reduction_steps(operands: Sequence[int], ops: Sequence[str]) -> list[str]:
+    """The expression after each single operation, * first (left to right), then + and - left to
+    right; the last is the value: ([12, 7, 5], "++") -> ["19+5", "24"], ([2, 3, 4], "+*") -> ["2+12", "14"]."""
+    operands, ops, steps = list(operands), list(ops), []
+    while ops:
+        i = ops.index("*") if "*" in ops else 0
+        a, b, op = operands[i], operands[i + 1], ops[i]
+        operands[i : i + 2] = [a * b if op == "*" else a + b if op == "+" else a - b]
+        del ops[i]
+        steps.append(str(operands[0]) + "".join(o + str(x) for o, x in zip(ops, operands[1:])))
+    return steps
+
+
+_SCRATCH_STEP = re.compile(r"\s*[+-]?[0-9]{1,60}(?:[+*-][0-9]{1,60})*\s*")
+
+
+def parse_scratchpad_answer(completion: str) -> int | None:
+    """The value a scratchpad completion ends with ("19+5=24" -> 24; "24" -> 24), or None if it is
+    not a chain of expressions separated by "=" ending with an integer."""
+    parts = completion.split("=")
+    if not all(_SCRATCH_STEP.fullmatch(part) for part in parts[:-1]):
+        return None
+    return parse_int_answer(parts[-1])
+
+
 def arithmetic_value(operands: Sequence[int], ops: Sequence[str]) -> int:
     """Value of operands[0] ops[0] operands[1] ... with * before + and -, e.g. ([2, 3, 4], "+*") -> 14."""
     total, sign, term = 0, 1, operands[0]
@@ -35,7 +62,9 @@ def arithmetic_value(operands: Sequence[int], ops: Sequence[str]) -> int:
 class ArithmeticTask(Task):
     """Prompts like "3+5=" with answer and target "8". Operands in 0..10^digits-1, operators
     drawn from `ops` with normal precedence; answers may be negative ("3-5=" -> "-2").
-    Correct iff the whitespace-stripped completion is exactly that integer."""
+    Correct iff the whitespace-stripped completion is exactly that integer; with
+    ``task.scratchpad`` the target is the chain of intermediate expressions ("12+7+5=" ->
+    "19+5=24") and correct iff the completion's last "="-separated part is the value."""
 
     name = "arithmetic"
 
@@ -65,11 +94,11 @@ class ArithmeticTask(Task):
         chosen = [rng.choice(cfg.ops) for _ in range(cfg.n_terms - 1)]
         return self._example(operands, chosen)
 
-    @staticmethod
-    def _example(operands: Sequence[int], ops: Sequence[str]) -> Example:
+    def _example(self, operands: Sequence[int], ops: Sequence[str]) -> Example:
         expr = str(operands[0]) + "".join(op + str(x) for op, x in zip(ops, operands[1:]))
         answer = str(arithmetic_value(operands, ops))
-        return Example(prompt=expr + "=", answer=answer, target=answer,
+        target = "=".join(reduction_steps(operands, ops)) if self.cfg.scratchpad else answer
+        return Example(prompt=expr + "=", answer=answer, target=target,
                        meta={"operands": list(operands), "ops": "".join(ops)})
 
     def canonical(self, example: Example) -> str:
@@ -78,11 +107,14 @@ class ArithmeticTask(Task):
         operands = sorted(example.meta["operands"])
         return f"{','.join(map(str, operands))}|{''.join(sorted(example.meta['ops']))}"
 
+    def _parse(self, completion: str) -> int | None:
+        return parse_scratchpad_answer(completion) if self.cfg.scratchpad else parse_int_answer(completion)
+
     def check(self, completion: str, example: Example) -> float:
-        value = parse_int_answer(completion)
+        value = self._parse(completion)
         return float(value is not None and value == int(example.answer))
 
     def format_ok(self, completion: str, example: Example) -> bool:
-        return parse_int_answer(completion) is not None
+        return self._parse(completion) is not None
 
 

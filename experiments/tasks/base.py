@@ -28,6 +28,9 @@ class TaskConfig:
         "help": "arithmetic: operators to draw from, any of '+-*' (normal precedence)"})
     n_terms: int = field(default=3, metadata={
         "help": "arithmetic: operands per problem (>= 2)"})
+    scratchpad: bool = field(default=False, metadata={
+        "help": "arithmetic: the target works one operation at a time ('12+7+5=' -> '19+5=24'); correct iff the "
+                "last '='-separated part of the completion is the value (give rollout.max_new_tokens room)"})
     countdown_numbers: int = field(default=3, metadata={
         "help": "countdown: how many numbers are given (2..6); each may be used at most once"})
     n_train: int = field(default=2000, metadata={

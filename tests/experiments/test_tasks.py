@@ -176,8 +176,36 @@ def test_arithmetic_negative_answer():
     assert task.check("-2", ex) == 1.0 and task.check("2", ex) == 0.0
 
 
+@pytest.mark.parametrize("operands, ops, steps", [
+    ([12, 7, 5], "++", ["19+5", "24"]),
+    ([2, 3, 4], "+*", ["2+12", "14"]),
+    ([2, 3, 4, 5], "*-*", ["6-4*5", "6-20", "-14"]),
+    ([3, 9, 1], "-+", ["-6+1", "-5"]),
+    ([4, 7], "*", ["28"]),
+])
+def test_scratchpad_reduction_steps_by_hand(operands, ops, steps):
+    from experiments.tasks.arithmetic import reduction_steps
+
+    assert reduction_steps(operands, ops) == steps
+    assert int(steps[-1]) == arithmetic_value(operands, ops)
+
+
+@pytest.mark.parametrize("completion, score", [
+    ("19+5=24", 1.0), ("24", 1.0), (" 19+5 = 24 ", 1.0), ("12+12=24", 1.0),  # checked on the final value
+    ("19+5=25", 0.0), ("24=19+5", 0.0), ("19+5=", 0.0), ("nineteen=24", 0.0), ("19+5==24", 0.0), ("", 0.0),
+    ("19+5=24=", 0.0), ("19+5 24", 0.0),
+])
+def test_scratchpad_check_reads_the_last_value_of_a_chain(completion, score):
+    task = make_task(TaskConfig(scratchpad=True))
+    ex = task._example([12, 7, 5], "++")
+    assert (ex.prompt, ex.target, ex.answer) == ("12+7+5=", "19+5=24", "24")
+    assert task.check(completion, ex) == score
+    assert make_task(TaskConfig()).check("19+5=24", ex) == 0.0  # without scratchpad: the bare integer only
+
+
 def test_every_target_checks_correct():
     for cfg in [TaskConfig(digits=2, ops="+-*", n_terms=3, n_train=300),
+                TaskConfig(digits=2, ops="+-*", n_terms=4, n_train=300, scratchpad=True),
                 TaskConfig(name="countdown", n_train=300),
                 TaskConfig(name="countdown", digits=2, countdown_numbers=4, n_train=300)]:
         task = make_task(cfg)
