@@ -89,3 +89,36 @@ def test_grpo_with_vllm_rollouts_learns_like_hf(tmp_path, warm_tiny):
     assert gain > 0, gain
     diffs = [row["sampler_logp_diff_max"] for row in rows if row["step"] > 0]
     assert max(diffs) < 1e-2, diffs
+
+
+CHAT = ("model.tokenizer=bpe", "task.template=chat", "model.warmstart_lr=1e-3")
+
+
+@pytest.mark.slow
+def test_grpo_learns_through_a_chat_template_on_the_bpe_tokenizer(tmp_path):
+    """The real-model path on the CPU: the tiny model with the byte-level BPE tokenizer, prompts in
+    its ChatML template (system message, ~35 tokens before the answer), EOS = <|im_end|>, warm
+    start at lr 1e-3 (at the char tokenizer's 3e-3 it diverges). GRPO at the defaults learns on the
+    same task as the char model does, two seeds of 60 steps.
+
+    Measured (80-step runs, seeds 0 and 1): training-accuracy gain 0.181 and 0.196 (first 21 steps
+    0.25 -> last 21 ~0.44); steps 40-60 vs 1-21: 0.143 and 0.134; held-out eval 0.34 -> 0.455 and
+    0.49 at step 80. MARGIN_CHAT = 0.05 lies far below both and far above the binomial SE (~0.009).
+    """
+    def run(seed):
+        out = tmp_path / f"chat-s{seed}"
+        run_cli("train", *CHAT, f"seed={seed}", "steps=60", "eval_every=60", f"out={out}", timeout=1500)
+        rows = read_jsonl(out / "metrics.jsonl")
+        accuracy = [row["accuracy"] for row in rows if row["step"] > 0]
+        evals = [row["eval_accuracy"] for row in rows if row["eval_accuracy"] is not None]
+        return sum(accuracy[-WINDOW:]) / WINDOW - sum(accuracy[:WINDOW]) / WINDOW, evals[0], evals[-1]
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(run, (0, 1)))
+    gains = [gain for gain, _, _ in results]
+    summary = f"chat/bpe grpo: gains {[round(g, 3) for g in gains]}, eval {[(round(a, 3), round(b, 3)) for _, a, b in results]}"
+    assert sum(gains) / len(gains) >= MARGIN_CHAT, summary
+    assert sum(b for _, _, b in results) / 2 >= results[0][1] - EVAL_DROP, summary
+
+
+MARGIN_CHAT = 0.05
