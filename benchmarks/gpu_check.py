@@ -1,8 +1,10 @@
 """GPU check: PPO and GRPO at the `large` shape (Qwen2.5-0.5B-like), 3 steps each, bf16-mixed,
-vLLM rollouts, micro-batched; prints peak memory per phase and step time per preset.
+vLLM rollouts, micro-batched, the output head in chunks of 256 response positions, prompts in the
+BPE tokenizer's chat template; prints peak memory per phase and step time per preset.
 
     python benchmarks/gpu_check.py                 # on a CUDA machine (a cluster node: srun --gres=gpu:1 ...)
     python benchmarks/gpu_check.py --backend hf    # without vLLM
+    python benchmarks/gpu_check.py --set model.name=/models/Qwen2.5-0.5B-Instruct --set model.tokenizer=char
 
 Each preset runs in its own process (`python -m experiments train`), so one's memory never
 counts toward the other's. On a machine without CUDA it prints one line and exits 0.
@@ -27,6 +29,8 @@ def main() -> int:
     parser.add_argument("--presets", default="ppo,grpo")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--micro-batch-size", type=int, default=32)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra train setting (repeatable; later ones win)")
     args = parser.parse_args()
     import torch
 
@@ -41,7 +45,8 @@ def main() -> int:
             cmd = [sys.executable, "-m", "experiments", "train", f"algo={preset}", f"model.name={args.size}",
                    "model.warmstart=false", "model.precision=bf16-mixed", f"rollout.backend={args.backend}",
                    f"micro_batch_size={args.micro_batch_size}", f"steps={args.steps}", "eval_every=1000",
-                   "eval_size=32", "device=cuda", "threads=0", f"out={out}/run"]
+                   "eval_size=32", "device=cuda", "threads=0", "logprob_token_chunk=256", "model.tokenizer=bpe",
+                   "task.template=chat", "rollout.vllm_max_model_len=512", *args.set, f"out={out}/run"]
             result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
             if result.returncode != 0:
                 print(f"| {preset} | failed (exit {result.returncode}): {result.stderr.strip().splitlines()[-1:]} |")
