@@ -2,8 +2,8 @@
 the whole minibatch at once, micro-batches, and micro-batches with the output head run on a chunk of
 response positions at a time (``logprob_token_chunk``), side by side in one invocation.
 
-    python benchmarks/logprob_memory.py                       # 8 rollouts x 512 response tokens
-    python benchmarks/logprob_memory.py --rows 8 --response 1024 --layers 2 --threads 2
+    python benchmarks/logprob_memory.py                       # 2 rollouts x 2048 response tokens
+    python benchmarks/logprob_memory.py --rows 8 --micro 2 --response 256 --token-chunk 128
 
 The model is Qwen2.5-0.5B's shape (hidden 896, 14/2 heads, MLP 4864, vocabulary 151,936, tied
 embeddings) with ``--layers`` decoder layers (2 by default: the trunk is not what is measured; the
@@ -23,11 +23,13 @@ import subprocess
 import sys
 import time
 
-VARIANTS = {  # name -> (micro-batch rows, token chunk)
-    "whole minibatch": (None, None),
-    "micro-batch 2": (2, None),
-    "micro-batch 2 + token chunk 128": (2, 128),
-}
+def variants(micro: int, token_chunk: int) -> dict:
+    """name -> (micro-batch rows, token chunk)"""
+    return {
+        "whole minibatch": (None, None),
+        f"micro-batch {micro}": (micro, None),
+        f"micro-batch {micro} + token chunk {token_chunk}": (micro, token_chunk),
+    }
 
 
 def _measure(rows: int, prompt: int, response: int, layers: int, micro: int | None, token_chunk: int | None) -> dict:
@@ -59,9 +61,11 @@ def _measure(rows: int, prompt: int, response: int, layers: int, micro: int | No
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=8, help="rollouts in the minibatch")
+    parser.add_argument("--rows", type=int, default=2, help="rollouts in the minibatch")
+    parser.add_argument("--micro", type=int, default=1, help="rollouts per micro-batch")
+    parser.add_argument("--token-chunk", type=int, default=256, help="response positions per head chunk")
     parser.add_argument("--prompt", type=int, default=64)
-    parser.add_argument("--response", type=int, default=512)
+    parser.add_argument("--response", type=int, default=2048)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -75,7 +79,7 @@ def main() -> int:
         return 0
     load = os.getloadavg()
     results = {}
-    for name, (micro, chunk) in VARIANTS.items():
+    for name, (micro, chunk) in variants(args.micro, args.token_chunk).items():
         out = subprocess.run([sys.executable, __file__, "--child", json.dumps([micro, chunk]), "--rows", str(args.rows),
                               "--prompt", str(args.prompt), "--response", str(args.response), "--layers",
                               str(args.layers), "--threads", str(args.threads)],
