@@ -91,7 +91,7 @@ def test_grpo_with_vllm_rollouts_learns_like_hf(tmp_path, warm_tiny):
     assert max(diffs) < 1e-2, diffs
 
 
-CHAT = ("model.tokenizer=bpe", "task.template=chat", "model.warmstart_lr=1e-3")
+CHAT = ("model.tokenizer=bpe", "task.template=chat")
 
 
 @pytest.mark.slow
