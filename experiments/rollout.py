@@ -36,7 +36,11 @@ class Sampling:
     top_p: float = 1.0
     """Nucleus sampling: keep the smallest set of tokens with probability >= top_p (1 = off)."""
     seed: int | None = None
-    """Seed for this call's sampling (same seed, same model, same prompts -> same rollouts); None = unseeded."""
+    """Seed for this call's sampling (same seed, same model, same prompts -> same rollouts); None = unseeded.
+    Each rollout row r has its own seed, seed + first_row + r, so a row samples the same whatever else
+    shares its batch (a batch split across calls or across ranks samples what the whole batch would)."""
+    first_row: int = 0
+    """The index of this call's first rollout in the batch it is a share of (0: the whole batch)."""
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -217,6 +221,22 @@ class _SampledTokenLogprobs:
         return torch.stack(self.values, dim=1)
 
 
+class _RowSeededChoice:
+    """A logits processor, placed after the recorder, that draws each row's next token from the
+    recorded distribution with that row's own generator and leaves only that token possible, so
+    generate's multinomial picks it. A row's draws then depend on its seed alone, not on the other
+    rows of the batch (which the global RNG's stream would)."""
+
+    def __init__(self, seeds, device: torch.device):
+        self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        probs = torch.softmax(scores.float(), dim=-1)  # (B, V)
+        chosen = torch.cat([torch.multinomial(row, 1, generator=g) for row, g in zip(probs, self.generators)])  # (B,)
+        only = torch.full_like(scores, float("-inf"))
+        return only.scatter_(1, chosen[:, None], 0.0)
+
+
 class HFRollout:
     """Rollouts with ``model.generate`` (KV cache, batched, left padding).
 
@@ -227,12 +247,13 @@ class HFRollout:
     decides how to sample (a Qwen checkpoint's top_k/top_p/repetition_penalty defaults are not applied).
     """
 
-    def __init__(self, model: nn.Module, tokenizer, *, batch_size: int | None = None):
+    def __init__(self, model: nn.Module, tokenizer, *, batch_size: int | None = None, synced: bool = False):
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no EOS token; rollouts need one to end responses")
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+        self.synced = synced  # FSDP across ranks: every rank decodes until all ranks are done (generate's synced_gpus)
         self.eos_token_id = tokenizer.eos_token_id
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
@@ -253,10 +274,8 @@ class HFRollout:
         self.model.eval()
         try:
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-                if sampling.seed is not None:
-                    torch.manual_seed(sampling.seed)
                 for start in range(0, len(rollout_prompts), step):
-                    ids, lp = self._generate_batch(rollout_prompts[start : start + step], sampling)
+                    ids, lp = self._generate_batch(rollout_prompts[start : start + step], sampling, start)
                     responses += ids
                     logps += lp
         finally:
@@ -272,7 +291,7 @@ class HFRollout:
         )
 
     @torch.no_grad()
-    def _generate_batch(self, prompt_ids: list[list[int]], sampling: Sampling):
+    def _generate_batch(self, prompt_ids: list[list[int]], sampling: Sampling, first: int):
         from transformers import GenerationConfig, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
         P = max(len(p) for p in prompt_ids)
@@ -287,6 +306,9 @@ class HFRollout:
                 processors.append(TopPLogitsWarper(sampling.top_p))
         recorder = _SampledTokenLogprobs()
         processors.append(recorder)
+        if not sampling.greedy and sampling.seed is not None:
+            first_seed = sampling.seed + sampling.first_row + first
+            processors.append(_RowSeededChoice(range(first_seed, first_seed + len(prompt_ids)), self.device))
         # temperature 1, top_k 0, top_p 1: generate adds no warpers of its own (its default top_k is 50)
         neutral = {} if sampling.greedy else {"temperature": 1.0, "top_k": 0, "top_p": 1.0}
         config = GenerationConfig(
@@ -303,7 +325,8 @@ class HFRollout:
         self.model.generation_config = GenerationConfig()  # no checkpoint defaults leak into sampling
         try:
             sequences = self.model.generate(
-                input_ids=input_ids, attention_mask=attention_mask, generation_config=config, logits_processor=processors
+                input_ids=input_ids, attention_mask=attention_mask, generation_config=config, logits_processor=processors,
+                synced_gpus=self.synced,
             )
         finally:
             self.model.generation_config = own_config
