@@ -86,29 +86,37 @@ class Rollouts:
             texts=[self.texts[i] for i in index], prompt_index=self.prompt_index[rows],
         )
 
+    def pad_to(self, prompt_width: int, response_width: int, pad_id: int) -> "Rollouts":
+        """The same rollouts with prompts left-padded to `prompt_width` and responses right-padded
+        to `response_width` (each at least the current width)."""
+        p, t = self.input_ids.shape[1] - self.response_len, self.response_len
+        left, right = prompt_width - p, response_width - t
+        if left == right == 0:
+            return self
+
+        def pad(tensor, before: int, after: int, value):
+            return torch.nn.functional.pad(tensor, (before, after), value=value)
+
+        return Rollouts(
+            input_ids=torch.cat([pad(self.input_ids[:, :p], left, 0, pad_id), pad(self.input_ids[:, p:], 0, right, pad_id)], 1),
+            attention_mask=torch.cat([pad(self.attention_mask[:, :p], left, 0, 0), pad(self.attention_mask[:, p:], 0, right, 0)], 1),
+            response_mask=pad(self.response_mask, 0, right, 0), sampler_logp=pad(self.sampler_logp, 0, right, 0.0),
+            lengths=self.lengths, truncated=self.truncated, texts=self.texts, prompt_index=self.prompt_index,
+        )
+
     @staticmethod
     def concat(parts: list["Rollouts"], pad_id: int) -> "Rollouts":
         """Concatenate Rollouts of different prompt widths P and response widths T: prompts are
         left-padded and responses right-padded to the widest."""
         if len(parts) == 1:
             return parts[0]
-        widths = [(r.input_ids.shape[1] - r.response_len, r.response_len) for r in parts]
-        prompt_width = max(p for p, _ in widths)
-        response_width = max(t for _, t in widths)
-
-        def pad(tensor, left: int, right: int, value):
-            return torch.nn.functional.pad(tensor, (left, right), value=value)
-
-        ids, attn, resp_mask, sampler_logp = [], [], [], []
-        for r, (p, t) in zip(parts, widths):
-            left, right = prompt_width - p, response_width - t
-            ids.append(torch.cat([pad(r.input_ids[:, :p], left, 0, pad_id), pad(r.input_ids[:, p:], 0, right, pad_id)], 1))
-            attn.append(torch.cat([pad(r.attention_mask[:, :p], left, 0, 0), pad(r.attention_mask[:, p:], 0, right, 0)], 1))
-            resp_mask.append(pad(r.response_mask, 0, right, 0))
-            sampler_logp.append(pad(r.sampler_logp, 0, right, 0.0))
+        prompt_width = max(r.input_ids.shape[1] - r.response_len for r in parts)
+        response_width = max(r.response_len for r in parts)
+        parts = [r.pad_to(prompt_width, response_width, pad_id) for r in parts]
         return Rollouts(
-            input_ids=torch.cat(ids), attention_mask=torch.cat(attn), response_mask=torch.cat(resp_mask),
-            sampler_logp=torch.cat(sampler_logp), lengths=torch.cat([r.lengths for r in parts]),
+            input_ids=torch.cat([r.input_ids for r in parts]), attention_mask=torch.cat([r.attention_mask for r in parts]),
+            response_mask=torch.cat([r.response_mask for r in parts]),
+            sampler_logp=torch.cat([r.sampler_logp for r in parts]), lengths=torch.cat([r.lengths for r in parts]),
             truncated=torch.cat([r.truncated for r in parts]), texts=[t for r in parts for t in r.texts],
             prompt_index=torch.cat([r.prompt_index for r in parts]),
         )

@@ -91,8 +91,12 @@ def set_numpy_rng_state(state: dict) -> None:
 
 
 class RunFolder:
-    def __init__(self, path: str | os.PathLike):
+    """A run folder. With writer=False (the ranks other than 0 of a distributed run) it reads as
+    usual and every write is skipped: one process writes the folder."""
+
+    def __init__(self, path: str | os.PathLike, *, writer: bool = True):
         self.path = Path(path)
+        self.writer = writer
         self.metrics_path = self.path / "metrics.jsonl"
         self.groups_path = self.path / "groups.jsonl"
         self.samples_path = self.path / "samples.jsonl"
@@ -104,6 +108,8 @@ class RunFolder:
     # ---------------------------------------------------------------- lock
     def acquire(self) -> None:
         """Hold an exclusive flock on RUN/lock for the life of this process (or until release)."""
+        if not self.writer:
+            return
         self.path.mkdir(parents=True, exist_ok=True)
         handle = open(self.path / "lock", "a+")
         try:
@@ -149,6 +155,8 @@ class RunFolder:
 
     def set_status(self, state: str, *, step: int, steps: int, error: str | None = None) -> None:
         assert state in STATES, state
+        if not self.writer:
+            return
         status = {
             "state": state,
             "step": step,
@@ -168,13 +176,15 @@ class RunFolder:
         status.json is kept. For a launcher that saw the job end (SLURM requeue) while the run's own
         process could not say so."""
         status = self.status()
-        if status.get("state") not in from_states:
+        if status.get("state") not in from_states or not self.writer:
             return False
         status.update(state="preempted", updated=time.strftime("%Y-%m-%dT%H:%M:%S"), error=error)
         atomic_write_text(self.status_path, json.dumps(status, indent=1) + "\n")
         return True
 
     def write_config(self, config: dict) -> None:
+        if not self.writer:
+            return
         atomic_write_text(self.config_path, yaml.safe_dump(config, sort_keys=False))
 
     def read_config(self) -> dict | None:
@@ -205,11 +215,13 @@ class RunFolder:
             rows = read_jsonl(path, require_step=True)
             kept = [row for row in rows if row["step"] <= step]
             dropped[path.name] = [row["step"] for row in rows if row["step"] > step]
-            if dropped[path.name] or path.exists():
+            if (dropped[path.name] or path.exists()) and self.writer:
                 atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in kept))
         return dropped
 
     def append(self, path: Path, rows: list[dict]) -> None:
+        if not self.writer:
+            return
         with open(path, "a") as handle:
             for row in rows:
                 handle.write(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
@@ -227,6 +239,8 @@ class RunFolder:
 
     # ---------------------------------------------------------------- checkpoint
     def save_checkpoint(self, state: dict) -> None:
+        if not self.writer:
+            return
         self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.checkpoint_path.with_name(f".state.pt.tmp{os.getpid()}")
         torch.save(state, tmp)

@@ -5,6 +5,8 @@
 
 Nothing here branches on an algorithm's name: behaviour comes from the knobs of `cfg.algo`
 (see `algos/`). `Trainer.fit` writes the run folder (docs/DESIGN.md) through `RunFolder`.
+Under torchrun the models are FSDP2-sharded and each rank runs the passes of its share of the
+batch's rows; everything else sees the whole batch (`experiments.distributed`).
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ from algos import (
 )
 from experiments.batch import Batch, BatchCollector, PromptSampler, sampling
 from experiments.config import TrainConfig
+from experiments.distributed import SINGLE, World, barrier, full_norm, gather_objects, gather_rows, lockstep, reduce_max
+from experiments.distributed import shard_model, shard_range
 from experiments.memory import PhaseTracker
 from experiments.metrics import METRIC_KEYS
 from experiments.models.lora import merged, sampler_state_dict
@@ -44,34 +48,43 @@ class NonFiniteLoss(RuntimeError):
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, run: RunFolder):
+    def __init__(self, cfg: TrainConfig, run: RunFolder, world: World = SINGLE):
         from experiments.tasks import make_task
         from experiments.verify import Verifier
         from experiments.warmstart import resolve_policy_dir
 
-        self.cfg, self.run, self.algo = cfg, run, cfg.algo
+        self.cfg, self.run, self.algo, self.world = cfg, run, cfg.algo, world
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.device = torch.device(
             ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
         )
+        if self.device.type == "cuda" and world.sharded:
+            self.device = torch.device("cuda", world.local_rank)
         self.tracker = PhaseTracker(self.device)
         self.task = make_task(cfg.task)
         self.train_examples = self.task.examples("train")
         self.eval_examples = self.task.examples("eval")[: cfg.eval_size]
         self.verifier = Verifier(self.task, timeout_s=cfg.task.verify_timeout_s, workers=cfg.task.verify_workers,
                                  format_reward=cfg.task.format_reward)
+        if not world.is_main:
+            barrier(world)  # rank 0 builds (and warm-starts) the policy into the cache first
         self.policy_dir, self.warmstart_info = resolve_policy_dir(cfg, self.task)
-        self.policy, self.tokenizer, self.reference, self.critic = build_models(cfg, self.policy_dir, self.device)
+        if world.is_main:
+            barrier(world)
+        self.policy, self.tokenizer, self.reference, self.critic = (
+            shard_model(m, world, cfg.model.precision) if i != 1 else m
+            for i, m in enumerate(build_models(cfg, self.policy_dir, self.device)))
         self.optimizer = torch.optim.AdamW(trainable(self.policy), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.critic_optimizer = (
             torch.optim.AdamW(trainable(self.critic), lr=cfg.critic_lr, weight_decay=cfg.weight_decay)
             if self.critic is not None else None
         )
         self.rollout = build_rollout(cfg, self.policy, self.tokenizer, self.policy_dir)
+        self.rollout.synced = world.sharded
         self.sampler = PromptSampler(len(self.train_examples), cfg.seed)
         self.collector = BatchCollector(cfg, self.sampler, self.train_examples, self.rollout, self.verifier,
-                                        self.tracker, self.tokenizer.pad_token_id)
+                                        self.tracker, self.tokenizer.pad_token_id, world)
         self.step = 0
         self.samples = 0
         self.nonfinite_in_a_row = 0
@@ -135,28 +148,41 @@ class Trainer:
     @torch.no_grad()
     def _no_grad_passes(self, batch: Batch) -> StepTensors:
         """old_logp (the policy the advantages are for, once before the first update; counted in the
-        update phase: same model, same memory), the reference's and the critic's passes."""
+        update phase: same model, same memory), the reference's and the critic's passes. Each rank
+        runs its share of the rows (in micro-batches), then the rows are gathered: (B, T) each."""
         rollouts = batch.rollouts
         mask = rollouts.response_mask.float().to(self.device)  # (B, T)
-        chunk = self.cfg.micro_batch_size or None  # the no-grad passes run in micro-batches too
+        lo, hi = self._my_rows(len(rollouts))
+        chunks = lockstep(torch.arange(lo, hi).split(self.cfg.micro_batch_size or max(hi - lo, 1)), self.world)
+
+        def rows_pass(forward):  # (B, T): this rank's chunks (a dummy pass for None), gathered
+            out = [forward(rows if rows is not None else torch.tensor([0])) for rows in chunks]
+            real = [o for o, rows in zip(out, chunks) if rows is not None]
+            return gather_rows(torch.cat(real) if real else out[0][:0], self.world)
+
         with self.tracker.phase("update"):
-            old_logp, _ = self._forward_logp(self.policy, rollouts, chunk_size=chunk)
+            old_logp = rows_pass(lambda rows: self._forward_logp(self.policy, rollouts, rows)[0])
         ref_logp = values = None
         if self.algo.kl_coef > 0:
             with self.tracker.phase("reference"):
-                ref_logp = self._reference_logp(rollouts, chunk)
+                ref_logp = rows_pass(lambda rows: self._reference_logp(rollouts, rows))
         if self.critic is not None:
             with self.tracker.phase("critic"):
-                rows = torch.arange(len(rollouts)).split(chunk or len(rollouts))
-                values = torch.cat([self._values(rollouts, r, mask.shape[1]) for r in rows]) * mask
+                values = rows_pass(lambda rows: self._values(rollouts, rows, mask.shape[1])) * mask
         return StepTensors(mask=mask, old_logp=old_logp, ref_logp=ref_logp, values=values, returns=None)
 
-    def _reference_logp(self, rollouts, chunk):
+    def _my_rows(self, size: int) -> tuple[int, int]:
+        """[lo, hi): the batch rows whose passes this rank runs (whole groups)."""
+        k = self.algo.group_size
+        lo, hi = shard_range(size // k, self.world)
+        return lo * k, hi * k
+
+    def _reference_logp(self, rollouts, rows):
         """The reference's log-probs: the frozen copy, or with LoRA the base weights (adapters off)."""
         if self.reference is not None:
-            return self._forward_logp(self.reference, rollouts, chunk_size=chunk)[0]
+            return self._forward_logp(self.reference, rollouts, rows)[0]
         with self.policy.disable_adapter():
-            return self._forward_logp(self.policy, rollouts, chunk_size=chunk)[0]
+            return self._forward_logp(self.policy, rollouts, rows)[0]
 
     def _sampler_weights(self) -> dict:
         """What the rollout backend needs after an update: the policy's own state for HF (the same
@@ -245,15 +271,19 @@ class Trainer:
         cfg, algo = self.cfg, self.algo
         counts = loss_mask_counts(passes.mask[rows], rollouts.truncated[rows].to(self.device), algo)
         value_tokens = passes.mask[rows].sum().clamp(min=1)
-        parts = [self._micro_step(rollouts, chunk, passes, advantages, counts, value_tokens)
-                 for chunk in rows.split(cfg.micro_batch_size or len(rows))]
+        lo, hi = self._my_rows(len(rollouts))
+        mine = rows[(rows >= lo) & (rows < hi)]  # this rank's rows of the minibatch
+        chunks = lockstep(mine.split(cfg.micro_batch_size or len(mine)) if len(mine) else [], self.world)
+        parts = [self._micro_step(rollouts, chunk, passes, advantages, counts, value_tokens) if chunk is not None
+                 else self._dummy_step(rollouts) for chunk in chunks]
+        parts = gather_objects([p for p in parts if p is not None], self.world)  # the whole minibatch's
         metrics = combine_micro_metrics(parts)
         has_tokens = metrics["pg_loss"] is not None  # None: no token of this minibatch is in the loss
         loss = sum(part["loss_value"] for part in parts)
         if not math.isfinite(loss):
             return self._skip_nonfinite(metrics, f"loss={loss}")
         if has_tokens:  # no token in the loss: no policy step (Adam would still move on momentum)
-            grad_norm = torch.nn.utils.clip_grad_norm_(trainable(self.policy), cfg.grad_clip).item()
+            grad_norm = full_norm(torch.nn.utils.clip_grad_norm_(trainable(self.policy), cfg.grad_clip))
             metrics["grad_norm"] = grad_norm
             if not math.isfinite(grad_norm):
                 return self._skip_nonfinite(metrics, f"grad_norm={grad_norm}")
@@ -293,9 +323,17 @@ class Trainer:
             metrics["value_loss"] = critic_loss.item()
             loss = loss + critic_loss  # separate parameters and optimizers: the sum backprops each into its own
         metrics["loss_value"] = loss.item()
-        if math.isfinite(metrics["loss_value"]):
+        if math.isfinite(metrics["loss_value"]) or self.world.sharded:  # FSDP: every rank runs every backward
             loss.backward()
         return metrics
+
+    def _dummy_step(self, rollouts) -> None:
+        """A forward/backward with zero gradient, for a rank with fewer micro-batches than another."""
+        logp, _ = self._forward_logp(self.policy, rollouts, torch.tensor([0]))
+        loss = 0.0 * logp.sum()
+        if self.critic is not None:
+            loss = loss + 0.0 * self._values(rollouts, torch.tensor([0]), logp.shape[1]).sum()
+        loss.backward()
 
     def _skip_nonfinite(self, metrics: dict, what: str) -> dict:
         self.nonfinite_in_a_row += 1
@@ -357,8 +395,8 @@ class Trainer:
                 self._log_eval(metrics, samples, step)
             run.log_step(metrics, groups, samples)
             self.trackers.log(metrics)
-            preempted = self.stop_requested is not None
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps or preempted:
+            preempted = reduce_max(int(self.stop_requested is not None), self.world) > 0  # all ranks stop together
+            if (step % cfg.checkpoint_every == 0 or step == cfg.steps or preempted) and not self.world.sharded:
                 run.save_checkpoint(self.state_dict())
             run.set_status("running", step=step, steps=cfg.steps)
             self.last_step_s = time.perf_counter() - started
@@ -387,8 +425,19 @@ class Trainer:
         """RUN/final/: the trained policy as an HF directory (see `experiments.export`)."""
         from experiments.export import FINAL_DIR, save_policy
 
-        save_policy(merged(self.policy), self.tokenizer, self.run.path / FINAL_DIR,
-                    info={"run": str(self.run.path), "step": self.step, "policy_dir": str(self.policy_dir)})
+        info = {"run": str(self.run.path), "step": self.step, "policy_dir": str(self.policy_dir)}
+        if not self.world.sharded:
+            save_policy(merged(self.policy), self.tokenizer, self.run.path / FINAL_DIR, info=info)
+            return
+        from experiments.distributed import full_state_dict
+        from experiments.models import load_policy
+
+        state = full_state_dict(self.policy)  # gathered on rank 0
+        if self.world.is_main:
+            policy = load_policy(self.policy_dir, dtype=self.cfg.model.dtype).model
+            policy.load_state_dict(state)
+            save_policy(policy, self.tokenizer, self.run.path / FINAL_DIR, info=info)
+        barrier(self.world)
 
     def close(self) -> None:
         self.trackers.close()
