@@ -8,6 +8,7 @@ import fcntl
 import json
 import math
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -245,6 +246,29 @@ class RunFolder:
         tmp = self.checkpoint_path.with_name(f".state.pt.tmp{os.getpid()}")
         torch.save(state, tmp)
         os.replace(tmp, self.checkpoint_path)
+
+    def sharded_checkpoint_dir(self, step: int) -> Path:
+        """RUN/checkpoints/step-N/, emptied and created by the writer, for every rank to write its
+        part of a sharded checkpoint into (`experiments.checkpoint`); not the checkpoint yet."""
+        folder = self.path / "checkpoints" / f"step-{step}"
+        if self.writer:
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+        return folder
+
+    def publish_sharded_checkpoint(self, folder: Path, state: dict) -> None:
+        """Write `state` (the bookkeeping, no tensors of the models) as folder/state.pt, then point
+        RUN/checkpoint at `folder` in one atomic rename of a link; older step folders are removed."""
+        if not self.writer:
+            return
+        torch.save(state, folder / "state.pt")
+        link = self.path / f".checkpoint.link.tmp{os.getpid()}"
+        link.unlink(missing_ok=True)
+        os.symlink(Path(folder.parent.name) / folder.name, link)
+        os.replace(link, self.checkpoint_path.parent)
+        for old in folder.parent.iterdir():
+            if old != folder:
+                shutil.rmtree(old, ignore_errors=True)
 
     def load_checkpoint(self) -> dict | None:
         """checkpoint/state.pt, loaded with weights_only=True (tensors and plain containers only:

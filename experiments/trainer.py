@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import random
 import sys
 import time
 
@@ -22,6 +21,8 @@ from algos import (
     advantage_stats, compute_advantages, kl_estimate, loss_mask, loss_mask_counts, masked_mean, policy_loss, value_loss,
 )
 from experiments.batch import Batch, BatchCollector, PromptSampler, sampling
+from experiments.checkpoint import restore as restore_checkpoint
+from experiments.checkpoint import save as save_checkpoint
 from experiments.config import TrainConfig
 from experiments.distributed import SINGLE, World, barrier, full_norm, gather_objects, gather_rows, lockstep, reduce_max
 from experiments.distributed import shard_model, shard_range
@@ -30,7 +31,7 @@ from experiments.metrics import METRIC_KEYS
 from experiments.models.lora import merged, sampler_state_dict
 from experiments.models.training import build_models, train_mode, trainable
 from experiments.rollout import build_rollout
-from experiments.runfolder import RunFolder, dropped_text, numpy_rng_state, set_numpy_rng_state
+from experiments.runfolder import RunFolder, dropped_text
 from experiments.schedule import lr_factor
 from experiments.step_metrics import (
     ADV_KEYS, BATCH_STAT_KEYS, StepTensors, combine_micro_metrics, group_rows, policy_rows, train_sample_rows,
@@ -92,36 +93,6 @@ class Trainer:
         self.trackers = Trackers(run.path)  # TensorBoard / W&B sinks, set by train(); none by default
         self.stop_requested: str | None = None  # set by a preemption signal; honoured at the step's end
         self.last_step_s = 0.0  # wall time of the last step (with its eval), for the preemption grace
-
-    # ------------------------------------------------------------------ checkpoint
-    def state_dict(self) -> dict:
-        return {
-            "step": self.step,
-            "samples": self.samples,
-            "policy": self.policy.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "critic": self.critic.state_dict() if self.critic is not None else None,
-            "critic_optimizer": self.critic_optimizer.state_dict() if self.critic_optimizer else None,
-            "sampler": self.sampler.state_dict(),
-            "nonfinite_in_a_row": self.nonfinite_in_a_row,
-            "nonfinite_total": self.nonfinite_total,
-            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy_rng_state()},
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.step, self.samples = state["step"], state["samples"]
-        self.policy.load_state_dict(state["policy"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.critic is not None:
-            self.critic.load_state_dict(state["critic"])
-            self.critic_optimizer.load_state_dict(state["critic_optimizer"])
-        self.sampler.load_state_dict(state["sampler"])
-        self.nonfinite_in_a_row = state["nonfinite_in_a_row"]
-        self.nonfinite_total = state["nonfinite_total"]
-        torch.set_rng_state(state["rng"]["torch"])
-        random.setstate(state["rng"]["python"])
-        set_numpy_rng_state(state["rng"]["numpy"])
-        self.rollout.load_weights(self._sampler_weights())
 
     # ------------------------------------------------------------------ one step
     def _autocast(self):
@@ -379,7 +350,8 @@ class Trainer:
         SIGUSR2 (preemption) lets the current step finish, saves a checkpoint, then raises Preempted."""
         cfg, run = self.cfg, self.run
         if checkpoint is not None:
-            self.load_state_dict(checkpoint)
+            restore_checkpoint(self, checkpoint)
+            self.rollout.load_weights(self._sampler_weights())
             dropped = run.truncate_after(self.step)
             print(f"[train] resumed {run.path} from step {self.step}{dropped_text(dropped)}", file=sys.stderr)
         else:
@@ -396,8 +368,8 @@ class Trainer:
             run.log_step(metrics, groups, samples)
             self.trackers.log(metrics)
             preempted = reduce_max(int(self.stop_requested is not None), self.world) > 0  # all ranks stop together
-            if (step % cfg.checkpoint_every == 0 or step == cfg.steps or preempted) and not self.world.sharded:
-                run.save_checkpoint(self.state_dict())
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps or preempted:
+                save_checkpoint(self)
             run.set_status("running", step=step, steps=cfg.steps)
             self.last_step_s = time.perf_counter() - started
             eval_text = f" eval {metrics['eval_accuracy']:.3f}" if metrics["eval_accuracy"] is not None else ""
