@@ -82,6 +82,8 @@ class CellJob(submitit.helpers.Checkpointable):
     def __call__(self) -> dict:
         from experiments.train import main
 
+        if int(os.environ.get("SLURM_NTASKS", "1")) > 1:  # one cell on several tasks: torch.distributed's
+            submitit.helpers.TorchDistributedEnvironment().export()  # RANK, WORLD_SIZE, MASTER_ADDR, ...
         try:
             code = main(self.argv)
         except SystemExit:
@@ -111,7 +113,10 @@ class SlurmSettings:
 
     partition: str = field(default="", metadata={"help": "partition (default: the cluster's default)"})
     time: int = field(default=60, metadata={"help": "time limit per cell in minutes (submitit's timeout_min)"})
-    gpus_per_task: int = field(default=0, metadata={"help": "GPUs per cell"})
+    gpus_per_task: int = field(default=0, metadata={"help": "GPUs per task (per rank when a cell has several)"})
+    nodes: int = field(default=1, metadata={"help": "nodes per cell"})
+    tasks_per_node: int = field(default=1, metadata={"help": "ranks per node: with nodes, more than one makes each "
+                                                             "cell one run on nodes x tasks_per_node ranks (FSDP2)"})
     cpus_per_task: int = field(default=1, metadata={"help": "CPUs per cell"})
     mem: str = field(default="", metadata={"help": "memory per cell, sbatch --mem syntax (16G)"})
     array_parallelism: int = field(default=64, metadata={"help": "max array tasks running at once"})
@@ -187,6 +192,8 @@ def submit_slurm(cells: list[Cell], grid: Grid, sweep_dir: Path, settings: Slurm
         params["slurm_partition"] = settings.partition
     if settings.gpus_per_task:
         params["slurm_gpus_per_task"] = settings.gpus_per_task
+    if settings.nodes > 1 or settings.tasks_per_node > 1:
+        params.update(nodes=settings.nodes, tasks_per_node=settings.tasks_per_node)
     if settings.mem:
         params["slurm_mem"] = settings.mem
     if settings.extra:
@@ -229,9 +236,10 @@ def wait_slurm(job_ids: dict[str, str], poll_s: float = 3.0) -> None:
 
 
 # =========================================================================== local
-def run_local(cells: list[Cell], sweep_dir: Path, parallel: int, on_start=None) -> dict[str, int]:
-    """Run each cell as a subprocess `python -m experiments train ...`, at most `parallel` at once,
-    logging to SWEEP_DIR/logs/<folder>.log. Returns {cell folder: exit code}."""
+def run_local(cells: list[Cell], sweep_dir: Path, parallel: int, on_start=None, ranks: int = 1) -> dict[str, int]:
+    """Run each cell as a subprocess `python -m experiments train ...` (under torchrun on `ranks`
+    ranks when more than one), at most `parallel` at once, logging to SWEEP_DIR/logs/<folder>.log.
+    Returns {cell folder: exit code}."""
     from tqdm import tqdm
 
     log_dir = sweep_dir / "logs"
@@ -247,7 +255,9 @@ def run_local(cells: list[Cell], sweep_dir: Path, parallel: int, on_start=None) 
                 while todo and len(running) < parallel:
                     cell = todo.pop(0)
                     log = open(log_dir / f"{cell.folder}.log", "a")
-                    command = [sys.executable, "-m", "experiments", "train", *cell.argv(sweep_dir)]
+                    launcher = (["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks)]
+                                if ranks > 1 else [])
+                    command = [sys.executable, *launcher, "-m", "experiments", "train", *cell.argv(sweep_dir)]
                     log.write(f"$ {shlex.join(command)}\n")
                     log.flush()
                     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)

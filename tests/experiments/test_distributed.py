@@ -158,3 +158,18 @@ def test_two_ranks_sigkill_then_resume_matches_uninterrupted(tmp_path, warm_tiny
     a, b = load_file(reference / "final" / "model.safetensors"), load_file(killed / "final" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((killed / "status.json").read_text())["state"] == "completed"
+
+
+@pytest.mark.slow
+def test_local_sweep_cell_on_two_ranks(tmp_path, warm_tiny):
+    from experiments import sweep
+
+    grid = tmp_path / "two.yaml"
+    grid.write_text("name: two\naxes:\n  algo: [grpo]\n")
+    out = tmp_path / "sweep"
+    assert sweep.main_sweep([str(grid), "executor=local", "local.ranks=2", f"out={out}", "steps=2",
+                             "rollouts_per_step=16", "eval_size=8", "threads=1"]) == 0
+    (run,) = [p for p in out.iterdir() if (p / "metrics.jsonl").exists()]
+    assert json.loads((run / "status.json").read_text())["state"] == "completed"
+    assert os.path.islink(run / "checkpoint")  # the sharded layout: the cell ran on 2 ranks
+    assert "torch.distributed.run --standalone --nproc-per-node 2" in next((out / "logs").iterdir()).read_text()
