@@ -124,7 +124,7 @@ class Trainer:
         rollouts = batch.rollouts
         mask = rollouts.response_mask.float().to(self.device)  # (B, T)
         lo, hi = self._my_rows(len(rollouts))
-        chunks = lockstep(torch.arange(lo, hi).split(self.cfg.micro_batch_size or max(hi - lo, 1)), self.world)
+        chunks = lockstep(torch.arange(lo, hi).split(self.cfg.micro_batch_size or hi - lo) if hi > lo else [], self.world)
 
         def rows_pass(forward):  # (B, T): this rank's chunks (a dummy pass for None), gathered
             out = [forward(rows if rows is not None else torch.tensor([0])) for rows in chunks]
