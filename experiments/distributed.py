@@ -47,9 +47,21 @@ class World:
 SINGLE = World()
 
 
-def world_from_env(env=os.environ) -> World:
+def world_from_env() -> World:
     """The world torchrun (or submitit's TorchDistributedEnvironment) describes in RANK, WORLD_SIZE
-    and LOCAL_RANK; a single process when they are absent."""
+    and LOCAL_RANK; a single process when they are absent. Under `srun` with several tasks and no
+    RANK, submitit's TorchDistributedEnvironment sets them from SLURM's variables first."""
+    env = os.environ
+    if "RANK" not in env and int(env.get("SLURM_STEP_NUM_TASKS", 1)) > 1:
+        import submitit
+
+        plain_srun = "SUBMITIT_EXECUTOR" not in env  # submitit reads SLURM's variables only when it says slurm
+        env.setdefault("SUBMITIT_EXECUTOR", "slurm")
+        try:
+            submitit.helpers.TorchDistributedEnvironment().export()
+        finally:
+            if plain_srun:
+                del env["SUBMITIT_EXECUTOR"]  # train's own preemption handling stays on
     size = int(env.get("WORLD_SIZE", 1))
     if size <= 1:
         return SINGLE
@@ -152,6 +164,25 @@ def gather_rollouts(rollouts, world: World, pad_id: int):
         offset += max(part, default=-1) + 1
     gathered["prompt_index"] = torch.tensor(renumbered, dtype=torch.long)
     return Rollouts(**gathered, texts=gather_objects(local.texts, world))
+
+
+def main_first(world: World, work):
+    """`work()` on rank 0, then on the other ranks (which find what rank 0 cached); its result."""
+    if not world.is_main:
+        barrier(world)
+    result = work()
+    if world.is_main:
+        barrier(world)
+    return result
+
+
+def gather_passes(forward, chunks: list, world: World) -> torch.Tensor:
+    """The rows of a no-grad pass over the whole batch: `forward(rows)` on each of this rank's
+    `chunks` (`lockstep`-padded; a None chunk runs a dummy pass on row 0, dropped), concatenated,
+    then gathered from every rank in rank order."""
+    out = [forward(rows if rows is not None else torch.tensor([0])) for rows in chunks]
+    real = [o for o, rows in zip(out, chunks) if rows is not None]
+    return gather_rows(torch.cat(real) if real else out[0][:0], world)
 
 
 def lockstep(chunks: list, world: World) -> list:

@@ -24,8 +24,9 @@ from experiments.batch import Batch, BatchCollector, PromptSampler, sampling
 from experiments.checkpoint import restore as restore_checkpoint
 from experiments.checkpoint import save as save_checkpoint
 from experiments.config import TrainConfig
-from experiments.distributed import SINGLE, World, barrier, full_norm, gather_objects, gather_rows, lockstep, reduce_max
-from experiments.distributed import shard_model, shard_range
+from experiments.distributed import (
+    SINGLE, World, full_norm, gather_objects, gather_passes, lockstep, main_first, reduce_max, shard_range,
+)
 from experiments.memory import PhaseTracker
 from experiments.metrics import METRIC_KEYS
 from experiments.models.lora import merged, sampler_state_dict
@@ -68,14 +69,10 @@ class Trainer:
         self.eval_examples = self.task.examples("eval")[: cfg.eval_size]
         self.verifier = Verifier(self.task, timeout_s=cfg.task.verify_timeout_s, workers=cfg.task.verify_workers,
                                  format_reward=cfg.task.format_reward)
-        if not world.is_main:
-            barrier(world)  # rank 0 builds (and warm-starts) the policy into the cache first
-        self.policy_dir, self.warmstart_info = resolve_policy_dir(cfg, self.task)
-        if world.is_main:
-            barrier(world)
-        self.policy, self.tokenizer, self.reference, self.critic = (
-            shard_model(m, world, cfg.model.precision) if i != 1 else m
-            for i, m in enumerate(build_models(cfg, self.policy_dir, self.device)))
+        # rank 0 builds (and warm-starts) the policy into the cache before the others read it
+        self.policy_dir, self.warmstart_info = main_first(world, lambda: resolve_policy_dir(cfg, self.task))
+        self.policy, self.tokenizer, self.reference, self.critic = build_models(cfg, self.policy_dir, self.device,
+                                                                                world)
         self.optimizer = torch.optim.AdamW(trainable(self.policy), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.critic_optimizer = (
             torch.optim.AdamW(trainable(self.critic), lr=cfg.critic_lr, weight_decay=cfg.weight_decay)
@@ -126,10 +123,8 @@ class Trainer:
         lo, hi = self._my_rows(len(rollouts))
         chunks = lockstep(torch.arange(lo, hi).split(self.cfg.micro_batch_size or hi - lo) if hi > lo else [], self.world)
 
-        def rows_pass(forward):  # (B, T): this rank's chunks (a dummy pass for None), gathered
-            out = [forward(rows if rows is not None else torch.tensor([0])) for rows in chunks]
-            real = [o for o, rows in zip(out, chunks) if rows is not None]
-            return gather_rows(torch.cat(real) if real else out[0][:0], self.world)
+        def rows_pass(forward):  # (B, T)
+            return gather_passes(forward, chunks, self.world)
 
         with self.tracker.phase("update"):
             old_logp = rows_pass(lambda rows: self._forward_logp(self.policy, rollouts, rows)[0])
@@ -395,21 +390,14 @@ class Trainer:
 
     def export_final(self) -> None:
         """RUN/final/: the trained policy as an HF directory (see `experiments.export`)."""
-        from experiments.export import FINAL_DIR, save_policy
+        from experiments.export import FINAL_DIR, save_policy, save_sharded_policy
 
         info = {"run": str(self.run.path), "step": self.step, "policy_dir": str(self.policy_dir)}
-        if not self.world.sharded:
+        if self.world.sharded:
+            save_sharded_policy(self.policy, self.tokenizer, self.run.path / FINAL_DIR, info=info, world=self.world,
+                                policy_dir=self.policy_dir, dtype=self.cfg.model.dtype)
+        else:
             save_policy(merged(self.policy), self.tokenizer, self.run.path / FINAL_DIR, info=info)
-            return
-        from experiments.distributed import full_state_dict
-        from experiments.models import load_policy
-
-        state = full_state_dict(self.policy)  # gathered on rank 0
-        if self.world.is_main:
-            policy = load_policy(self.policy_dir, dtype=self.cfg.model.dtype).model
-            policy.load_state_dict(state)
-            save_policy(policy, self.tokenizer, self.run.path / FINAL_DIR, info=info)
-        barrier(self.world)
 
     def close(self) -> None:
         self.trackers.close()

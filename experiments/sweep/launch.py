@@ -82,8 +82,6 @@ class CellJob(submitit.helpers.Checkpointable):
     def __call__(self) -> dict:
         from experiments.train import main
 
-        if int(os.environ.get("SLURM_NTASKS", "1")) > 1:  # one cell on several tasks: torch.distributed's
-            submitit.helpers.TorchDistributedEnvironment().export()  # RANK, WORLD_SIZE, MASTER_ADDR, ...
         try:
             code = main(self.argv)
         except SystemExit:

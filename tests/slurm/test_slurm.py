@@ -61,6 +61,19 @@ def test_two_task_cell_is_one_distributed_run(slurm_cluster, tmp_path):
 
 
 @pytest.mark.slow
+def test_srun_with_two_tasks_is_one_distributed_run(slurm_cluster, tmp_path):
+    # Plain `srun -n 2 python -m experiments train`: no torchrun, RANK etc. come from SLURM's variables.
+    out = tmp_path / "run"
+    result = subprocess.run(["srun", "--ntasks=2", "--cpus-per-task=1", "--time=10", sys.executable, "-m",
+                             "experiments", "train", "algo=grpo", "steps=2", f"out={out}", *FAST],
+                            cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert status_of(out)["state"] == "completed"
+    assert metric_steps(out) == [0, 1, 2]
+    assert (out / "checkpoint" / "rng-1.pt").exists()
+
+
+@pytest.mark.slow
 def test_grid_on_slurm_completes_and_relaunch_skips(slurm_cluster, tmp_path, capsys):
     grid = write_grid(tmp_path, "tiny", "  algo: [grpo, dr_grpo]\n")
     out = tmp_path / "sweep"
