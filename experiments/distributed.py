@@ -19,6 +19,7 @@ How a step splits (the rule that keeps a run's numbers independent of the world 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -220,6 +221,27 @@ def shard_model(model: torch.nn.Module | None, world: World, precision: str):
             module.set_gradient_divide_factor(1.0)
             module.set_force_sum_reduction_for_comms(True)  # a plain SUM (gloo has no PREMUL_SUM)
     return model
+
+
+@contextlib.contextmanager
+def gathered(model: torch.nn.Module, world: World):
+    """Keep `model`'s parameters unsharded on every rank for the block, from its first forward on:
+    generate's one forward per token then all-gathers each layer once, not once per token. The
+    memory of the whole model, as one process holds it; resharded after."""
+    if not world.sharded:
+        yield
+        return
+    from torch.distributed.fsdp import FSDPModule
+
+    units = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    for unit in units:
+        unit.set_reshard_after_forward(False, recurse=False)
+    try:
+        yield
+    finally:
+        for unit in units:  # back to fully_shard's default: reshard the layers, keep the root
+            unit.reshard()
+            unit.set_reshard_after_forward(unit is not model, recurse=False)
 
 
 def full_state_dict(model: torch.nn.Module) -> dict:

@@ -25,7 +25,7 @@ from experiments.checkpoint import restore as restore_checkpoint
 from experiments.checkpoint import save as save_checkpoint
 from experiments.config import TrainConfig
 from experiments.distributed import (
-    SINGLE, World, full_norm, gather_objects, gather_passes, lockstep, main_first, reduce_max, shard_range,
+    SINGLE, World, full_norm, gather_objects, gather_passes, gathered, lockstep, main_first, reduce_max, shard_range,
 )
 from experiments.memory import PhaseTracker
 from experiments.metrics import METRIC_KEYS
@@ -176,7 +176,8 @@ class Trainer:
 
         self.tracker.start_step()
         step_start = time.perf_counter()
-        batch = self.collector.collect(step)
+        with gathered(self.policy, self.world):  # FSDP: all-gather once for generate's many forwards
+            batch = self.collector.collect(step)
         passes = self._no_grad_passes(batch)
         advantages, adv_stats = self._advantages(batch, passes)
         per_minibatch, grads_peak = self._update(step, batch, passes, advantages)
@@ -329,8 +330,10 @@ class Trainer:
 
         cfg = self.cfg
         sampled = dataclasses.replace(sampling(cfg, 0, 0), temperature=cfg.eval_temperature, top_p=1.0)
-        return evaluate(self.rollout, self.verifier, self.eval_examples, greedy=sampling(cfg, 0, 0, greedy=True),
-                        sampled=sampled, n_samples=cfg.eval_samples, ks=cfg.pass_ks, keep=cfg.log.samples_per_step)
+        with gathered(self.policy, self.world):  # every rank evaluates every problem (same result)
+            return evaluate(self.rollout, self.verifier, self.eval_examples, greedy=sampling(cfg, 0, 0, greedy=True),
+                            sampled=sampled, n_samples=cfg.eval_samples, ks=cfg.pass_ks,
+                            keep=cfg.log.samples_per_step)
 
     def _log_eval(self, metrics: dict, samples: list[dict], step: int) -> None:
         result = self.evaluate()
