@@ -116,6 +116,11 @@ def train(cfg: TrainConfig) -> dict:
     run.acquire()
     try:
         start, checkpoint = resume_point(cfg, run)  # raises before anything is written
+        if checkpoint is not None and bool(checkpoint.get("sharded")) != world.sharded:
+            raise RunFolderError(f"{run.checkpoint_path} was written by a run on "
+                                 f"{checkpoint.get('sharded') or 1} process(es); resume it on "
+                                 f"{'one process' if not checkpoint.get('sharded') else 'several ranks (torchrun)'}, "
+                                 "or choose another out=")
         if start == "completed":
             print(f"[train] {run.path} is already completed; nothing to do", file=sys.stderr)
             return run.status()

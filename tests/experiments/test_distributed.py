@@ -173,3 +173,16 @@ def test_local_sweep_cell_on_two_ranks(tmp_path, warm_tiny):
     assert json.loads((run / "status.json").read_text())["state"] == "completed"
     assert os.path.islink(run / "checkpoint")  # the sharded layout: the cell ran on 2 ranks
     assert "torch.distributed.run --standalone --nproc-per-node 2" in next((out / "logs").iterdir()).read_text()
+
+
+@pytest.mark.slow
+def test_a_one_process_checkpoint_is_not_resumed_on_two_ranks(tmp_path, warm_tiny):
+    out = tmp_path / "run"
+    args = ["algo=grpo", "rollouts_per_step=16", "eval_size=8", "threads=1"]
+    run_cli("train", *args, "steps=1", f"out={out}")
+    before = (out / "status.json").read_text()
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "experiments", "train",
+         *args, "steps=2", f"out={out}"], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert result.returncode != 0 and "resume it on one process" in result.stderr
+    assert (out / "status.json").read_text() == before  # nothing written
