@@ -20,6 +20,7 @@ How a step splits (the rule that keeps a run's numbers independent of the world 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -76,7 +77,8 @@ def init(world: World, device: str) -> None:
     cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if cuda:
         torch.cuda.set_device(world.local_rank)
-    dist.init_process_group("nccl" if cuda else "gloo")
+    # an hour: rank 0 may build and warm-start the policy while the others wait at a barrier
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(minutes=60))
     if (dist.get_rank(), dist.get_world_size()) != (world.rank, world.size):
         raise RuntimeError(f"process group {dist.get_rank()}/{dist.get_world_size()} != environment {world}")
 
