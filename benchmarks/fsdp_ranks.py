@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT = ["algo=grpo", "model.name=medium", "model.warmstart=false", "steps=2", "rollouts_per_step=16",
            "eval_size=4", "threads=1"]
 COLUMNS = ("mem_policy_params_bytes", "mem_reference_params_bytes", "mem_grads_bytes", "mem_optimizer_bytes",
-           "mem_peak_update_bytes", "time_step_s")
+           "mem_peak_rollout_bytes", "mem_peak_update_bytes", "time_rollout_s", "time_update_s", "time_step_s")
 
 
 def run(ranks: int, out: Path, overrides: list[str]) -> dict:
