@@ -59,8 +59,9 @@ def world_from_env() -> World:
 
         plain_srun = "SUBMITIT_EXECUTOR" not in env  # submitit reads SLURM's variables only when it says slurm
         env.setdefault("SUBMITIT_EXECUTOR", "slurm")
-        try:
-            submitit.helpers.TorchDistributedEnvironment().export()
+        try:  # SLURM's view wins over stray variables (in-process vLLM sets LOCAL_WORLD_SIZE, for one);
+            # each task keeps the GPUs SLURM gave it (`gpu_index` picks among them)
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
         finally:
             if plain_srun:
                 del env["SUBMITIT_EXECUTOR"]  # train's own preemption handling stays on
@@ -76,11 +77,17 @@ def init(world: World, device: str) -> None:
         return
     cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if cuda:
-        torch.cuda.set_device(world.local_rank)
+        torch.cuda.set_device(gpu_index(world))
     # an hour: rank 0 may build and warm-start the policy while the others wait at a barrier
     dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(minutes=60))
     if (dist.get_rank(), dist.get_world_size()) != (world.rank, world.size):
         raise RuntimeError(f"process group {dist.get_rank()}/{dist.get_world_size()} != environment {world}")
+
+
+def gpu_index(world: World) -> int:
+    """This rank's GPU: its local rank among the GPUs it sees (all of the node's under torchrun;
+    under SLURM's per-task binding, only its own)."""
+    return world.local_rank % max(torch.cuda.device_count(), 1)
 
 
 def close(world: World) -> None:

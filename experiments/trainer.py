@@ -25,7 +25,8 @@ from experiments.checkpoint import restore as restore_checkpoint
 from experiments.checkpoint import save as save_checkpoint
 from experiments.config import TrainConfig
 from experiments.distributed import (
-    SINGLE, World, full_norm, gather_objects, gather_passes, gathered, lockstep, main_first, reduce_max, shard_range,
+    SINGLE, World, full_norm, gather_objects, gather_passes, gathered, gpu_index, lockstep, main_first, reduce_max,
+    shard_range,
 )
 from experiments.memory import PhaseTracker
 from experiments.metrics import METRIC_KEYS
@@ -62,7 +63,7 @@ class Trainer:
             ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
         )
         if self.device.type == "cuda" and world.sharded:
-            self.device = torch.device("cuda", world.local_rank)
+            self.device = torch.device("cuda", gpu_index(world))
         self.tracker = PhaseTracker(self.device)
         self.task = make_task(cfg.task)
         self.train_examples = self.task.examples("train")
