@@ -97,9 +97,11 @@ class Rollouts:
         def pad(tensor, before: int, after: int, value):
             return torch.nn.functional.pad(tensor, (before, after), value=value)
 
+        def split_pad(tensor, value):  # (B, P+T): prompt padded on the left, response on the right
+            return torch.cat([pad(tensor[:, :p], left, 0, value), pad(tensor[:, p:], 0, right, value)], 1)
+
         return Rollouts(
-            input_ids=torch.cat([pad(self.input_ids[:, :p], left, 0, pad_id), pad(self.input_ids[:, p:], 0, right, pad_id)], 1),
-            attention_mask=torch.cat([pad(self.attention_mask[:, :p], left, 0, 0), pad(self.attention_mask[:, p:], 0, right, 0)], 1),
+            input_ids=split_pad(self.input_ids, pad_id), attention_mask=split_pad(self.attention_mask, 0),
             response_mask=pad(self.response_mask, 0, right, 0), sampler_logp=pad(self.sampler_logp, 0, right, 0.0),
             lengths=self.lengths, truncated=self.truncated, texts=self.texts, prompt_index=self.prompt_index,
         )
@@ -114,7 +116,8 @@ class Rollouts:
         response_width = max(r.response_len for r in parts)
         parts = [r.pad_to(prompt_width, response_width, pad_id) for r in parts]
         return Rollouts(
-            input_ids=torch.cat([r.input_ids for r in parts]), attention_mask=torch.cat([r.attention_mask for r in parts]),
+            input_ids=torch.cat([r.input_ids for r in parts]),
+            attention_mask=torch.cat([r.attention_mask for r in parts]),
             response_mask=torch.cat([r.response_mask for r in parts]),
             sampler_logp=torch.cat([r.sampler_logp for r in parts]), lengths=torch.cat([r.lengths for r in parts]),
             truncated=torch.cat([r.truncated for r in parts]), texts=[t for r in parts for t in r.texts],
@@ -333,8 +336,8 @@ class HFRollout:
         self.model.generation_config = GenerationConfig()  # no checkpoint defaults leak into sampling
         try:
             sequences = self.model.generate(
-                input_ids=input_ids, attention_mask=attention_mask, generation_config=config, logits_processor=processors,
-                synced_gpus=self.synced,
+                input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
+                logits_processor=processors, synced_gpus=self.synced,
             )
         finally:
             self.model.generation_config = own_config

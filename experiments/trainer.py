@@ -122,7 +122,8 @@ class Trainer:
         rollouts = batch.rollouts
         mask = rollouts.response_mask.float().to(self.device)  # (B, T)
         lo, hi = self._my_rows(len(rollouts))
-        chunks = lockstep(torch.arange(lo, hi).split(self.cfg.micro_batch_size or hi - lo) if hi > lo else [], self.world)
+        mine = torch.arange(lo, hi).split(self.cfg.micro_batch_size or hi - lo) if hi > lo else []
+        chunks = lockstep(mine, self.world)  # this rank's rows, in micro-batches
 
         def rows_pass(forward):  # (B, T)
             return gather_passes(forward, chunks, self.world)
