@@ -111,8 +111,9 @@ class SlurmSettings:
 
     partition: str = field(default="", metadata={"help": "partition (default: the cluster's default)"})
     time: int = field(default=60, metadata={"help": "time limit per cell in minutes (submitit's timeout_min)"})
-    gpus_per_task: int = field(default=0, metadata={"help": "GPUs per task (per rank when a cell has several)"})
-    nodes: int = field(default=1, metadata={"help": "nodes per cell"})
+    gpus_per_task: int = field(default=0, metadata={"help": "GPUs per cell; N > 1 (tasks_per_node unset): the cell is "
+                                                             "one run on N ranks per node, one GPU each (FSDP2)"})
+    nodes: int = field(default=1, metadata={"help": "nodes per cell (one run across them)"})
     tasks_per_node: int = field(default=1, metadata={"help": "ranks per node: with nodes, more than one makes each "
                                                              "cell one run on nodes x tasks_per_node ranks (FSDP2)"})
     cpus_per_task: int = field(default=1, metadata={"help": "CPUs per cell"})
@@ -173,6 +174,18 @@ def squeue_states() -> dict[str, str] | None:
     return states
 
 
+def task_layout(settings: SlurmSettings) -> dict[str, int]:
+    """submitit parameters for a cell's tasks: one task (with gpus_per_task GPUs), or one run on
+    nodes x tasks_per_node ranks; gpus_per_task=N > 1 alone means N ranks per node, one GPU each."""
+    ranks_per_node, gpus = settings.tasks_per_node, settings.gpus_per_task
+    if ranks_per_node == 1 and gpus > 1:
+        ranks_per_node, gpus = gpus, 1
+    layout = {"slurm_gpus_per_task": gpus} if gpus else {}
+    if settings.nodes > 1 or ranks_per_node > 1:
+        layout.update(nodes=settings.nodes, tasks_per_node=ranks_per_node)
+    return layout
+
+
 def submit_slurm(cells: list[Cell], grid: Grid, sweep_dir: Path, settings: SlurmSettings) -> dict[str, str]:
     """Submit the cells as ONE array job through submitit; returns {cell folder: job id}."""
     executor = submitit.AutoExecutor(folder=sweep_dir / "submitit", cluster="slurm",
@@ -188,10 +201,7 @@ def submit_slurm(cells: list[Cell], grid: Grid, sweep_dir: Path, settings: Slurm
     )
     if settings.partition:
         params["slurm_partition"] = settings.partition
-    if settings.gpus_per_task:
-        params["slurm_gpus_per_task"] = settings.gpus_per_task
-    if settings.nodes > 1 or settings.tasks_per_node > 1:
-        params.update(nodes=settings.nodes, tasks_per_node=settings.tasks_per_node)
+    params.update(task_layout(settings))
     if settings.mem:
         params["slurm_mem"] = settings.mem
     if settings.extra:
