@@ -1,7 +1,7 @@
 """One run on many processes (ranks): torch.distributed set up from torchrun's environment (or
 submitit's under SLURM, which sets the same variables), FSDP2 sharding of the models, and the few
 collectives the loop needs. At world size 1 nothing is initialised and every collective here is
-the identity, so a single-process run computes exactly what it did before.
+the identity: a single-process run takes none of these paths.
 
     torchrun --nproc-per-node 2 -m experiments train ...
 
