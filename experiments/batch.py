@@ -4,15 +4,19 @@ and DAPO's dynamic sampling (more rounds of prompts until enough groups are info
     BatchCollector(...).collect(step) -> Batch
 
 The order of prompts (`PromptSampler`) and each round's sampling seed are functions of the seed,
-the step and the round, so a resumed run draws exactly what an uninterrupted one would.
+the step and the round, so a resumed run draws exactly what an uninterrupted one would. Under
+torchrun each rank samples and verifies its share of a round's groups, then the round is
+gathered: the rest (dynamic sampling, statistics) sees the whole round on every rank
+(`experiments.distributed`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from algos import degenerate_groups, informative_groups, shape_rewards
+from experiments.distributed import SINGLE, World, gather_rollouts, gather_rows, reduce_sum, shard_range
 from experiments.rollout import Rollouts, Sampling
 
 
@@ -86,10 +90,12 @@ class _Round:
 class BatchCollector:
     """Draws prompts, samples K rollouts each, scores and shapes them (the rollout and verify phases)."""
 
-    def __init__(self, cfg, sampler: PromptSampler, train_examples: list, rollout, verifier, tracker, pad_id: int):
+    def __init__(self, cfg, sampler: PromptSampler, train_examples: list, rollout, verifier, tracker, pad_id: int,
+                 world: World = SINGLE):
         self.cfg, self.algo = cfg, cfg.algo
         self.sampler, self.train_examples = sampler, train_examples
         self.rollout, self.verifier, self.tracker, self.pad_id = rollout, verifier, tracker, pad_id
+        self.world = world
 
     def collect(self, step: int) -> Batch:
         """Sample groups and score them; with `filter_groups` (DAPO dynamic sampling) keep drawing
@@ -123,14 +129,8 @@ class BatchCollector:
         without dynamic sampling, the informative ones with it)."""
         k = self.algo.group_size
         examples = [self.train_examples[i] for i in self.sampler.take(prompts)]
-        with self.tracker.phase("rollout"):
-            rollouts = self.rollout.generate([e.prompt for e in examples], k, sampling(self.cfg, step, index))
-        per_rollout = [e for e in examples for _ in range(k)]
-        with self.tracker.phase("verify"):
-            scored = self.verifier.score(rollouts.texts, per_rollout)
-        rewards = shape_rewards(torch.tensor(scored.rewards, dtype=torch.float32), rollouts.lengths, self.algo,
-                                max_len=self.cfg.rollout.max_new_tokens)
-        correct = torch.tensor(scored.correct, dtype=torch.bool)
+        rollouts, per_rollout, raw_rewards, correct, timeouts = self._sample_and_score(examples, step, index)
+        rewards = shape_rewards(raw_rewards, rollouts.lengths, self.algo, max_len=self.cfg.rollout.max_new_tokens)
         degenerate = degenerate_groups(rewards, k) if k > 1 else torch.zeros(len(examples), dtype=torch.bool)
         uninformative = 0
         if self.algo.filter_groups:
@@ -139,7 +139,31 @@ class BatchCollector:
             uninformative = int((~informative).sum())
         else:
             keep = list(range(len(examples)))
-        return _Round(rollouts, per_rollout, rewards, correct, degenerate, keep, scored.timeouts, uninformative)
+        return _Round(rollouts, per_rollout, rewards, correct, degenerate, keep, timeouts, uninformative)
+
+    def _sample_and_score(self, examples: list, step: int, index: int):
+        """Rollouts of the round's `examples` (k each) and the verifier's rewards (B,), verdicts (B,)
+        and timeouts. Each rank samples and verifies its share of the groups, with the seeds one
+        process would use for them; the shares are then gathered in rank order."""
+        k, world = self.algo.group_size, self.world
+        lo, hi = shard_range(len(examples), world)
+        mine = examples[lo:hi] or examples[:1]  # an empty share samples a placeholder group, dropped below:
+        # generate's FSDP all-gathers must run on every rank
+        with self.tracker.phase("rollout"):
+            rollouts = self.rollout.generate([e.prompt for e in mine], k,
+                                             replace(sampling(self.cfg, step, index), first_row=lo * k))
+        per_rollout = [e for e in mine for _ in range(k)]
+        with self.tracker.phase("verify"):
+            scored = self.verifier.score(rollouts.texts, per_rollout)
+        rewards = torch.tensor(scored.rewards, dtype=torch.float32)
+        correct = torch.tensor(scored.correct, dtype=torch.bool)
+        if not world.sharded:
+            return rollouts, per_rollout, rewards, correct, scored.timeouts
+        rows = list(range(len(per_rollout) if hi > lo else 0))
+        per_rollout = [e for e in examples for _ in range(k)]
+        return (gather_rollouts(rollouts.select(rows), world, self.pad_id), per_rollout,
+                gather_rows(rewards[rows], world), gather_rows(correct[rows], world),
+                reduce_sum(scored.timeouts if hi > lo else 0, world))
 
     def _stats(self, rounds: list[_Round]) -> dict:
         """Statistics of everything sampled this step, dropped groups included."""

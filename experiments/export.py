@@ -33,6 +33,20 @@ def save_policy(policy, tokenizer, out: Path, *, info: dict) -> Path:
     return publish_dir_atomically(tmp, out, replace=True)
 
 
+def save_sharded_policy(policy, tokenizer, out: Path, *, info: dict, world, policy_dir, dtype: str) -> None:
+    """An FSDP-sharded policy as `save_policy` writes it: the full state gathered to rank 0 (every
+    rank calls this), loaded there into an unsharded copy of the model from `policy_dir`, saved."""
+    from experiments.distributed import barrier, full_state_dict
+    from experiments.models import load_policy
+
+    state = full_state_dict(policy)  # {} on the other ranks
+    if world.is_main:
+        unsharded = load_policy(policy_dir, dtype=dtype).model
+        unsharded.load_state_dict(state)
+        save_policy(unsharded, tokenizer, out, info=info)
+    barrier(world)
+
+
 def export_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """The run's last checkpoint as an HF directory at `out` (default RUN/final). RunFolderError
     (naming the file and what to do) when the run has no checkpoint or no record of its start."""

@@ -80,20 +80,26 @@ class PhaseTracker:
 
 # Exact bytes held by a model's parameters, gradients and optimizer state.
 
+def local_bytes(tensor: Tensor) -> int:
+    """Bytes this process holds of a tensor: its own shard of a sharded (FSDP2 DTensor) one."""
+    local = tensor.to_local() if hasattr(tensor, "to_local") else tensor
+    return local.numel() * local.element_size()
+
+
 def param_bytes(module: nn.Module) -> int:
-    """Bytes held by the module's parameters: sum of numel * element_size (tied weights once)."""
-    return sum(p.numel() * p.element_size() for p in module.parameters())  # parameters() skips tied repeats
+    """Bytes held by the module's parameters (this rank's shards under FSDP; tied weights once)."""
+    return sum(local_bytes(p) for p in module.parameters())  # parameters() skips tied repeats
 
 
 def grad_bytes(module: nn.Module) -> int:
     """Bytes held by the ``.grad`` tensors of the module's parameters (0 before any backward)."""
-    return sum(p.grad.numel() * p.grad.element_size() for p in module.parameters() if p.grad is not None)
+    return sum(local_bytes(p.grad) for p in module.parameters() if p.grad is not None)
 
 
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
     """Bytes held by the tensors in the optimizer's state (Adam: exp_avg, exp_avg_sq, step)."""
     tensors = [v for state in optimizer.state.values() for v in state.values() if isinstance(v, Tensor)]
-    return sum(t.numel() * t.element_size() for t in tensors)
+    return sum(local_bytes(t) for t in tensors)
 
 
 def count_params(module: nn.Module) -> int:

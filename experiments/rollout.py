@@ -36,7 +36,11 @@ class Sampling:
     top_p: float = 1.0
     """Nucleus sampling: keep the smallest set of tokens with probability >= top_p (1 = off)."""
     seed: int | None = None
-    """Seed for this call's sampling (same seed, same model, same prompts -> same rollouts); None = unseeded."""
+    """Seed for this call's sampling (same seed, same model, same prompts -> same rollouts); None = unseeded.
+    Each rollout row r has its own seed, seed + first_row + r, so a row samples the same whatever else
+    shares its batch (a batch split across calls or across ranks samples what the whole batch would)."""
+    first_row: int = 0
+    """The index of this call's first rollout in the batch it is a share of (0: the whole batch)."""
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -82,29 +86,40 @@ class Rollouts:
             texts=[self.texts[i] for i in index], prompt_index=self.prompt_index[rows],
         )
 
+    def pad_to(self, prompt_width: int, response_width: int, pad_id: int) -> "Rollouts":
+        """The same rollouts with prompts left-padded to `prompt_width` and responses right-padded
+        to `response_width` (each at least the current width)."""
+        p, t = self.input_ids.shape[1] - self.response_len, self.response_len
+        left, right = prompt_width - p, response_width - t
+        if left == right == 0:
+            return self
+
+        def pad(tensor, before: int, after: int, value):
+            return torch.nn.functional.pad(tensor, (before, after), value=value)
+
+        def split_pad(tensor, value):  # (B, P+T): prompt padded on the left, response on the right
+            return torch.cat([pad(tensor[:, :p], left, 0, value), pad(tensor[:, p:], 0, right, value)], 1)
+
+        return Rollouts(
+            input_ids=split_pad(self.input_ids, pad_id), attention_mask=split_pad(self.attention_mask, 0),
+            response_mask=pad(self.response_mask, 0, right, 0), sampler_logp=pad(self.sampler_logp, 0, right, 0.0),
+            lengths=self.lengths, truncated=self.truncated, texts=self.texts, prompt_index=self.prompt_index,
+        )
+
     @staticmethod
     def concat(parts: list["Rollouts"], pad_id: int) -> "Rollouts":
         """Concatenate Rollouts of different prompt widths P and response widths T: prompts are
         left-padded and responses right-padded to the widest."""
         if len(parts) == 1:
             return parts[0]
-        widths = [(r.input_ids.shape[1] - r.response_len, r.response_len) for r in parts]
-        prompt_width = max(p for p, _ in widths)
-        response_width = max(t for _, t in widths)
-
-        def pad(tensor, left: int, right: int, value):
-            return torch.nn.functional.pad(tensor, (left, right), value=value)
-
-        ids, attn, resp_mask, sampler_logp = [], [], [], []
-        for r, (p, t) in zip(parts, widths):
-            left, right = prompt_width - p, response_width - t
-            ids.append(torch.cat([pad(r.input_ids[:, :p], left, 0, pad_id), pad(r.input_ids[:, p:], 0, right, pad_id)], 1))
-            attn.append(torch.cat([pad(r.attention_mask[:, :p], left, 0, 0), pad(r.attention_mask[:, p:], 0, right, 0)], 1))
-            resp_mask.append(pad(r.response_mask, 0, right, 0))
-            sampler_logp.append(pad(r.sampler_logp, 0, right, 0.0))
+        prompt_width = max(r.input_ids.shape[1] - r.response_len for r in parts)
+        response_width = max(r.response_len for r in parts)
+        parts = [r.pad_to(prompt_width, response_width, pad_id) for r in parts]
         return Rollouts(
-            input_ids=torch.cat(ids), attention_mask=torch.cat(attn), response_mask=torch.cat(resp_mask),
-            sampler_logp=torch.cat(sampler_logp), lengths=torch.cat([r.lengths for r in parts]),
+            input_ids=torch.cat([r.input_ids for r in parts]),
+            attention_mask=torch.cat([r.attention_mask for r in parts]),
+            response_mask=torch.cat([r.response_mask for r in parts]),
+            sampler_logp=torch.cat([r.sampler_logp for r in parts]), lengths=torch.cat([r.lengths for r in parts]),
             truncated=torch.cat([r.truncated for r in parts]), texts=[t for r in parts for t in r.texts],
             prompt_index=torch.cat([r.prompt_index for r in parts]),
         )
@@ -217,6 +232,22 @@ class _SampledTokenLogprobs:
         return torch.stack(self.values, dim=1)
 
 
+class _RowSeededChoice:
+    """A logits processor, placed after the recorder, that draws each row's next token from the
+    recorded distribution with that row's own generator and leaves only that token possible, so
+    generate's multinomial picks it. A row's draws then depend on its seed alone, not on the other
+    rows of the batch (which the global RNG's stream would)."""
+
+    def __init__(self, seeds, device: torch.device):
+        self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        probs = torch.softmax(scores.float(), dim=-1)  # (B, V)
+        chosen = torch.cat([torch.multinomial(row, 1, generator=g) for row, g in zip(probs, self.generators)])  # (B,)
+        only = torch.full_like(scores, float("-inf"))
+        return only.scatter_(1, chosen[:, None], 0.0)
+
+
 class HFRollout:
     """Rollouts with ``model.generate`` (KV cache, batched, left padding).
 
@@ -228,7 +259,8 @@ class HFRollout:
     ``template`` (an ``experiments.prompts.PromptTemplate``, default plain) turns each prompt into ids.
     """
 
-    def __init__(self, model: nn.Module, tokenizer, *, batch_size: int | None = None, template=None):
+    def __init__(self, model: nn.Module, tokenizer, *, batch_size: int | None = None, template=None,
+                 synced: bool = False):
         from experiments.prompts import PromptTemplate
 
         if tokenizer.eos_token_id is None:
@@ -238,6 +270,7 @@ class HFRollout:
         self.template = template or PromptTemplate()
         self.template.check(tokenizer)
         self.batch_size = batch_size
+        self.synced = synced  # FSDP across ranks: every rank decodes until all ranks are done (generate's synced_gpus)
         self.eos_token_id = tokenizer.eos_token_id
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
@@ -256,10 +289,8 @@ class HFRollout:
         self.model.eval()
         try:
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-                if sampling.seed is not None:
-                    torch.manual_seed(sampling.seed)
                 for start in range(0, len(rollout_prompts), step):
-                    ids, lp = self._generate_batch(rollout_prompts[start : start + step], sampling)
+                    ids, lp = self._generate_batch(rollout_prompts[start : start + step], sampling, start)
                     responses += ids
                     logps += lp
         finally:
@@ -275,7 +306,7 @@ class HFRollout:
         )
 
     @torch.no_grad()
-    def _generate_batch(self, prompt_ids: list[list[int]], sampling: Sampling):
+    def _generate_batch(self, prompt_ids: list[list[int]], sampling: Sampling, first: int):
         from transformers import GenerationConfig, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
         P = max(len(p) for p in prompt_ids)
@@ -290,6 +321,9 @@ class HFRollout:
                 processors.append(TopPLogitsWarper(sampling.top_p))
         recorder = _SampledTokenLogprobs()
         processors.append(recorder)
+        if not sampling.greedy and sampling.seed is not None:
+            first_seed = sampling.seed + sampling.first_row + first
+            processors.append(_RowSeededChoice(range(first_seed, first_seed + len(prompt_ids)), self.device))
         # temperature 1, top_k 0, top_p 1: generate adds no warpers of its own (its default top_k is 50)
         neutral = {} if sampling.greedy else {"temperature": 1.0, "top_k": 0, "top_p": 1.0}
         config = GenerationConfig(
@@ -306,7 +340,8 @@ class HFRollout:
         self.model.generation_config = GenerationConfig()  # no checkpoint defaults leak into sampling
         try:
             sequences = self.model.generate(
-                input_ids=input_ids, attention_mask=attention_mask, generation_config=config, logits_processor=processors
+                input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
+                logits_processor=processors, synced_gpus=self.synced,
             )
         finally:
             self.model.generation_config = own_config

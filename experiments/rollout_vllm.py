@@ -8,7 +8,7 @@
   back as token ids and ``experiments.rollout.build_rollouts`` assembles the same ``Rollouts``
   tensors as the HF backend.
 - The n samples of a prompt are one request (``SamplingParams(n=n)``; greedy: n requests, as vLLM
-  refuses n > 1 there). With ``Sampling.seed`` = s,
+  refuses n > 1 there). With ``Sampling.seed`` = s (plus ``Sampling.first_row``),
   prompt p gets seed s + p*n and vLLM gives its i-th sample s + p*n + i, so every rollout of a batch
   has its own seed and a call is reproducible.
 - ``sampler_logp`` is vLLM's ``processed_logprobs``: the log-prob of the sampled token after
@@ -203,7 +203,7 @@ class VLLMRollout:
                 top_k=0,
                 min_p=0.0,
                 repetition_penalty=1.0,
-                seed=None if sampling.seed is None or sampling.greedy else sampling.seed + p * n,
+                seed=None if sampling.seed is None or sampling.greedy else sampling.seed + sampling.first_row + p * n,
                 logprobs=0,  # the sampled token's log-prob only
                 stop_token_ids=[self.eos_token_id],
                 detokenize=False,

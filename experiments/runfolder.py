@@ -8,6 +8,7 @@ import fcntl
 import json
 import math
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -91,8 +92,12 @@ def set_numpy_rng_state(state: dict) -> None:
 
 
 class RunFolder:
-    def __init__(self, path: str | os.PathLike):
+    """A run folder. With writer=False (the ranks other than 0 of a distributed run) it reads as
+    usual and every write is skipped: one process writes the folder."""
+
+    def __init__(self, path: str | os.PathLike, *, writer: bool = True):
         self.path = Path(path)
+        self.writer = writer
         self.metrics_path = self.path / "metrics.jsonl"
         self.groups_path = self.path / "groups.jsonl"
         self.samples_path = self.path / "samples.jsonl"
@@ -104,6 +109,8 @@ class RunFolder:
     # ---------------------------------------------------------------- lock
     def acquire(self) -> None:
         """Hold an exclusive flock on RUN/lock for the life of this process (or until release)."""
+        if not self.writer:
+            return
         self.path.mkdir(parents=True, exist_ok=True)
         handle = open(self.path / "lock", "a+")
         try:
@@ -149,6 +156,8 @@ class RunFolder:
 
     def set_status(self, state: str, *, step: int, steps: int, error: str | None = None) -> None:
         assert state in STATES, state
+        if not self.writer:
+            return
         status = {
             "state": state,
             "step": step,
@@ -168,13 +177,15 @@ class RunFolder:
         status.json is kept. For a launcher that saw the job end (SLURM requeue) while the run's own
         process could not say so."""
         status = self.status()
-        if status.get("state") not in from_states:
+        if status.get("state") not in from_states or not self.writer:
             return False
         status.update(state="preempted", updated=time.strftime("%Y-%m-%dT%H:%M:%S"), error=error)
         atomic_write_text(self.status_path, json.dumps(status, indent=1) + "\n")
         return True
 
     def write_config(self, config: dict) -> None:
+        if not self.writer:
+            return
         atomic_write_text(self.config_path, yaml.safe_dump(config, sort_keys=False))
 
     def read_config(self) -> dict | None:
@@ -205,11 +216,13 @@ class RunFolder:
             rows = read_jsonl(path, require_step=True)
             kept = [row for row in rows if row["step"] <= step]
             dropped[path.name] = [row["step"] for row in rows if row["step"] > step]
-            if dropped[path.name] or path.exists():
+            if (dropped[path.name] or path.exists()) and self.writer:
                 atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in kept))
         return dropped
 
     def append(self, path: Path, rows: list[dict]) -> None:
+        if not self.writer:
+            return
         with open(path, "a") as handle:
             for row in rows:
                 handle.write(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
@@ -227,10 +240,35 @@ class RunFolder:
 
     # ---------------------------------------------------------------- checkpoint
     def save_checkpoint(self, state: dict) -> None:
+        if not self.writer:
+            return
         self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.checkpoint_path.with_name(f".state.pt.tmp{os.getpid()}")
         torch.save(state, tmp)
         os.replace(tmp, self.checkpoint_path)
+
+    def sharded_checkpoint_dir(self, step: int) -> Path:
+        """RUN/checkpoints/step-N/, emptied and created by the writer, for every rank to write its
+        part of a sharded checkpoint into (`experiments.checkpoint`); not the checkpoint yet."""
+        folder = self.path / "checkpoints" / f"step-{step}"
+        if self.writer:
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+        return folder
+
+    def publish_sharded_checkpoint(self, folder: Path, state: dict) -> None:
+        """Write `state` (the bookkeeping, no tensors of the models) as folder/state.pt, then point
+        RUN/checkpoint at `folder` in one atomic rename of a link; older step folders are removed."""
+        if not self.writer:
+            return
+        torch.save(state, folder / "state.pt")
+        link = self.path / f".checkpoint.link.tmp{os.getpid()}"
+        link.unlink(missing_ok=True)
+        os.symlink(Path(folder.parent.name) / folder.name, link)
+        os.replace(link, self.checkpoint_path.parent)
+        for old in folder.parent.iterdir():
+            if old != folder:
+                shutil.rmtree(old, ignore_errors=True)
 
     def load_checkpoint(self) -> dict | None:
         """checkpoint/state.pt, loaded with weights_only=True (tensors and plain containers only:

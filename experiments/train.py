@@ -21,6 +21,9 @@ from pathlib import Path
 import torch
 
 from experiments.config import TrainConfig, help_text, load_config
+from experiments.distributed import close as close_distributed
+from experiments.distributed import init as init_distributed
+from experiments.distributed import world_from_env
 from experiments.metrics import METRIC_KEYS  # noqa: F401 - the row contract, re-exported
 from experiments.runfolder import RunFolder, RunFolderBusy, RunFolderError
 from experiments.trackers import Trackers
@@ -105,11 +108,19 @@ PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
 
 
 def train(cfg: TrainConfig) -> dict:
-    """Run (or resume) one training run into cfg.out; returns the final status dict."""
-    run = RunFolder(cfg.out)
+    """Run (or resume) one training run into cfg.out; returns the final status dict. Under torchrun
+    every rank runs this; rank 0 alone writes the run folder."""
+    world = world_from_env()
+    init_distributed(world, cfg.device)
+    run = RunFolder(cfg.out, writer=world.is_main)
     run.acquire()
     try:
         start, checkpoint = resume_point(cfg, run)  # raises before anything is written
+        if checkpoint is not None and bool(checkpoint.get("sharded")) != world.sharded:
+            raise RunFolderError(f"{run.checkpoint_path} was written by a run on "
+                                 f"{checkpoint.get('sharded') or 1} process(es); resume it on "
+                                 f"{'one process' if not checkpoint.get('sharded') else 'several ranks (torchrun)'}, "
+                                 "or choose another out=")
         if start == "completed":
             print(f"[train] {run.path} is already completed; nothing to do", file=sys.stderr)
             return run.status()
@@ -130,11 +141,12 @@ def train(cfg: TrainConfig) -> dict:
         if not os.environ.get("SUBMITIT_EXECUTOR"):  # under submitit, its own USR2 handler requeues
             previous_handlers = {sig: signal.signal(sig, on_preempt) for sig in PREEMPT_SIGNALS}
         try:
-            trainer = Trainer(cfg, run)
+            trainer = Trainer(cfg, run, world)
             record = config_record(cfg, trainer.warmstart_info, trainer.policy_dir)
             run.write_config(record)
-            trainer.trackers = Trackers(run.path, tensorboard=cfg.log.tensorboard, wandb_project=cfg.log.wandb,
-                                        name=cfg.name, config=record)
+            if world.is_main:
+                trainer.trackers = Trackers(run.path, tensorboard=cfg.log.tensorboard, wandb_project=cfg.log.wandb,
+                                            name=cfg.name, config=record)
             trainer.fit(checkpoint)
             trainer.export_final()
             run.set_status("completed", step=trainer.step, steps=cfg.steps)
@@ -159,6 +171,7 @@ def train(cfg: TrainConfig) -> dict:
         return run.status()
     finally:
         run.release()
+        close_distributed(world)
 
 
 def _config_mismatch(previous: dict, current: dict) -> str:
@@ -192,6 +205,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(argv)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    world = world_from_env()
+    if world.sharded and (cfg.model.lora_rank or cfg.rollout.backend != "hf"):
+        print("error: a run on several ranks (torchrun) supports rollout.backend=hf without LoRA "
+              "(model.lora_rank=0) for now", file=sys.stderr)
         return 2
     try:
         status = train(cfg)

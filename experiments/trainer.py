@@ -5,12 +5,13 @@
 
 Nothing here branches on an algorithm's name: behaviour comes from the knobs of `cfg.algo`
 (see `algos/`). `Trainer.fit` writes the run folder (docs/DESIGN.md) through `RunFolder`.
+Under torchrun the models are FSDP2-sharded and each rank runs the passes of its share of the
+batch's rows; everything else sees the whole batch (`experiments.distributed`).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-import random
 import sys
 import time
 
@@ -20,13 +21,20 @@ from algos import (
     advantage_stats, compute_advantages, kl_estimate, loss_mask, loss_mask_counts, masked_mean, policy_loss, value_loss,
 )
 from experiments.batch import Batch, BatchCollector, PromptSampler, sampling
+from experiments.checkpoint import restore as restore_checkpoint
+from experiments.checkpoint import save as save_checkpoint
 from experiments.config import TrainConfig
+from experiments.distributed import (
+    SINGLE, World, full_norm, gather_objects, gather_passes, gathered, gpu_index, lockstep, main_first, reduce_max,
+    shard_range,
+)
 from experiments.memory import PhaseTracker
 from experiments.metrics import METRIC_KEYS
-from experiments.models.lora import merged, sampler_state_dict
+from experiments.models.lora import merged
 from experiments.models.training import build_models, train_mode, trainable
+from experiments.passes import ModelPasses
 from experiments.rollout import build_rollout
-from experiments.runfolder import RunFolder, dropped_text, numpy_rng_state, set_numpy_rng_state
+from experiments.runfolder import RunFolder, dropped_text
 from experiments.schedule import lr_factor
 from experiments.step_metrics import (
     ADV_KEYS, BATCH_STAT_KEYS, StepTensors, combine_micro_metrics, group_rows, policy_rows, train_sample_rows,
@@ -43,35 +51,40 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
-class Trainer:
-    def __init__(self, cfg: TrainConfig, run: RunFolder):
+class Trainer(ModelPasses):
+    def __init__(self, cfg: TrainConfig, run: RunFolder, world: World = SINGLE):
         from experiments.tasks import make_task
         from experiments.verify import Verifier
         from experiments.warmstart import resolve_policy_dir
 
-        self.cfg, self.run, self.algo = cfg, run, cfg.algo
+        self.cfg, self.run, self.algo, self.world = cfg, run, cfg.algo, world
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.device = torch.device(
             ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
         )
+        if self.device.type == "cuda" and world.sharded:
+            self.device = torch.device("cuda", gpu_index(world))
         self.tracker = PhaseTracker(self.device)
         self.task = make_task(cfg.task)
         self.train_examples = self.task.examples("train")
         self.eval_examples = self.task.examples("eval")[: cfg.eval_size]
         self.verifier = Verifier(self.task, timeout_s=cfg.task.verify_timeout_s, workers=cfg.task.verify_workers,
                                  format_reward=cfg.task.format_reward)
-        self.policy_dir, self.warmstart_info = resolve_policy_dir(cfg, self.task)
-        self.policy, self.tokenizer, self.reference, self.critic = build_models(cfg, self.policy_dir, self.device)
+        # rank 0 builds (and warm-starts) the policy into the cache before the others read it
+        self.policy_dir, self.warmstart_info = main_first(world, lambda: resolve_policy_dir(cfg, self.task))
+        self.policy, self.tokenizer, self.reference, self.critic = build_models(cfg, self.policy_dir, self.device,
+                                                                                world)
         self.optimizer = torch.optim.AdamW(trainable(self.policy), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.critic_optimizer = (
             torch.optim.AdamW(trainable(self.critic), lr=cfg.critic_lr, weight_decay=cfg.weight_decay)
             if self.critic is not None else None
         )
         self.rollout = build_rollout(cfg, self.policy, self.tokenizer, self.policy_dir)
+        self.rollout.synced = world.sharded
         self.sampler = PromptSampler(len(self.train_examples), cfg.seed)
         self.collector = BatchCollector(cfg, self.sampler, self.train_examples, self.rollout, self.verifier,
-                                        self.tracker, self.tokenizer.pad_token_id)
+                                        self.tracker, self.tokenizer.pad_token_id, world)
         self.step = 0
         self.samples = 0
         self.nonfinite_in_a_row = 0
@@ -80,103 +93,50 @@ class Trainer:
         self.stop_requested: str | None = None  # set by a preemption signal; honoured at the step's end
         self.last_step_s = 0.0  # wall time of the last step (with its eval), for the preemption grace
 
-    # ------------------------------------------------------------------ checkpoint
-    def state_dict(self) -> dict:
-        return {
-            "step": self.step,
-            "samples": self.samples,
-            "policy": self.policy.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "critic": self.critic.state_dict() if self.critic is not None else None,
-            "critic_optimizer": self.critic_optimizer.state_dict() if self.critic_optimizer else None,
-            "sampler": self.sampler.state_dict(),
-            "nonfinite_in_a_row": self.nonfinite_in_a_row,
-            "nonfinite_total": self.nonfinite_total,
-            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy_rng_state()},
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.step, self.samples = state["step"], state["samples"]
-        self.policy.load_state_dict(state["policy"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.critic is not None:
-            self.critic.load_state_dict(state["critic"])
-            self.critic_optimizer.load_state_dict(state["critic_optimizer"])
-        self.sampler.load_state_dict(state["sampler"])
-        self.nonfinite_in_a_row = state["nonfinite_in_a_row"]
-        self.nonfinite_total = state["nonfinite_total"]
-        torch.set_rng_state(state["rng"]["torch"])
-        random.setstate(state["rng"]["python"])
-        set_numpy_rng_state(state["rng"]["numpy"])
-        self.rollout.load_weights(self._sampler_weights())
-
     # ------------------------------------------------------------------ one step
-    def _autocast(self):
-        """bf16 compute for the trainer's forward passes under model.precision=bf16-mixed (the
-        master weights and AdamW state stay fp32); a no-op otherwise."""
-        dtype = self.cfg.model.autocast_dtype
-        return torch.autocast(self.device.type, dtype=getattr(torch, dtype or "bfloat16"), enabled=dtype is not None)
-
-    def _forward_logp(self, model, rollouts, rows=None, **kw):
-        from experiments.models import response_logprobs
-
-        ids, attn = rollouts.input_ids, rollouts.attention_mask
-        if rows is not None:
-            ids, attn = ids[rows], attn[rows]
-        with self._autocast():
-            return response_logprobs(model, ids.to(self.device), attn.to(self.device), rollouts.response_len,
-                                     temperature=self.cfg.rollout.temperature,
-                                     token_chunk=self.cfg.logprob_token_chunk or None, **kw)
-
-    def _values(self, rollouts, rows, response_len: int):
-        with self._autocast():
-            return self.critic.values(rollouts.input_ids[rows].to(self.device),
-                                      rollouts.attention_mask[rows].to(self.device), response_len).float()
-
     def _old_logp_pass_needed(self) -> bool:
         """Whether old_logp needs its own pass. With one epoch of one minibatch the update is exactly
         on-policy (the ratio is identically 1): its own forward pass gives old_logp, detached, and
         none is run before it — unless the KL is in the reward, which needs it before the advantages."""
-        algo = self.algo
-        return algo.epochs > 1 or algo.minibatches > 1 or (algo.kl_coef > 0 and algo.kl_placement == "reward")
+        algo = self.algo  # (several ranks: each update pass holds only its rank's rows, so the pass runs)
+        return (algo.epochs > 1 or algo.minibatches > 1 or (algo.kl_coef > 0 and algo.kl_placement == "reward")
+                or self.world.size > 1)
 
     @torch.no_grad()
     def _no_grad_passes(self, batch: Batch) -> StepTensors:
         """old_logp (the policy the advantages are for, once before the first update; counted in the
         update phase: same model, same memory) unless the update is exactly on-policy, the
-        reference's and the critic's passes."""
+        reference's and the critic's passes. Each rank runs its share of the rows (in micro-batches),
+        then the rows are gathered: (B, T) each."""
         rollouts = batch.rollouts
         mask = rollouts.response_mask.float().to(self.device)  # (B, T)
-        chunk = self.cfg.micro_batch_size or None  # the no-grad passes run in micro-batches too
+        lo, hi = self._my_rows(len(rollouts))
+        mine = torch.arange(lo, hi).split(self.cfg.micro_batch_size or hi - lo) if hi > lo else []
+        chunks = lockstep(mine, self.world)  # this rank's rows, in micro-batches
+
+        def rows_pass(forward):  # (B, T)
+            return gather_passes(forward, chunks, self.world)
+
         if self._old_logp_pass_needed():
             with self.tracker.phase("update"):
-                old_logp, _ = self._forward_logp(self.policy, rollouts, chunk_size=chunk)
+                old_logp = rows_pass(lambda rows: self._forward_logp(self.policy, rollouts, rows)[0])
         else:  # filled by the update's own forward pass (`_micro_step`), before any optimizer step
             old_logp = torch.full(mask.shape, math.nan, device=self.device)
         ref_logp = values = None
         if self.algo.kl_coef > 0:
             with self.tracker.phase("reference"):
-                ref_logp = self._reference_logp(rollouts, chunk)
+                ref_logp = rows_pass(lambda rows: self._reference_logp(rollouts, rows))
         if self.critic is not None:
             with self.tracker.phase("critic"):
-                rows = torch.arange(len(rollouts)).split(chunk or len(rollouts))
-                values = torch.cat([self._values(rollouts, r, mask.shape[1]) for r in rows]) * mask
+                values = rows_pass(lambda rows: self._values(rollouts, rows, mask.shape[1])) * mask
         return StepTensors(mask=mask, old_logp=old_logp, ref_logp=ref_logp, values=values, returns=None,
                            old_logp_from_update=not self._old_logp_pass_needed())
 
-    def _reference_logp(self, rollouts, chunk):
-        """The reference's log-probs: the frozen copy, or with LoRA the base weights (adapters off)."""
-        if self.reference is not None:
-            return self._forward_logp(self.reference, rollouts, chunk_size=chunk)[0]
-        with self.policy.disable_adapter():
-            return self._forward_logp(self.policy, rollouts, chunk_size=chunk)[0]
-
-    def _sampler_weights(self) -> dict:
-        """What the rollout backend needs after an update: the policy's own state for HF (the same
-        object, so nothing is copied), merged LoRA weights under the base names for vLLM."""
-        if self.cfg.rollout.backend == "vllm":
-            return sampler_state_dict(self.policy)
-        return self.policy.state_dict()
+    def _my_rows(self, size: int) -> tuple[int, int]:
+        """[lo, hi): the batch rows whose passes this rank runs (whole groups)."""
+        k = self.algo.group_size
+        lo, hi = shard_range(size // k, self.world)
+        return lo * k, hi * k
 
     def _advantages(self, batch: Batch, passes: StepTensors):
         """Token advantages (B, T) (and GAE returns into `passes`), with their statistics."""
@@ -197,7 +157,8 @@ class Trainer:
 
         self.tracker.start_step()
         step_start = time.perf_counter()
-        batch = self.collector.collect(step)
+        with gathered(self.policy, self.world):  # FSDP: all-gather once for generate's many forwards
+            batch = self.collector.collect(step)
         passes = self._no_grad_passes(batch)
         advantages, adv_stats = self._advantages(batch, passes)
         per_minibatch, grads_peak = self._update(step, batch, passes, advantages)
@@ -258,15 +219,19 @@ class Trainer:
         cfg, algo = self.cfg, self.algo
         counts = loss_mask_counts(passes.mask[rows], rollouts.truncated[rows].to(self.device), algo)
         value_tokens = passes.mask[rows].sum().clamp(min=1)
-        parts = [self._micro_step(rollouts, chunk, passes, advantages, counts, value_tokens)
-                 for chunk in rows.split(cfg.micro_batch_size or len(rows))]
+        lo, hi = self._my_rows(len(rollouts))
+        mine = rows[(rows >= lo) & (rows < hi)]  # this rank's rows of the minibatch
+        chunks = lockstep(mine.split(cfg.micro_batch_size or len(mine)) if len(mine) else [], self.world)
+        parts = [self._micro_step(rollouts, chunk, passes, advantages, counts, value_tokens) if chunk is not None
+                 else self._dummy_step(rollouts) for chunk in chunks]
+        parts = gather_objects([p for p in parts if p is not None], self.world)  # the whole minibatch's
         metrics = combine_micro_metrics(parts)
         has_tokens = metrics["pg_loss"] is not None  # None: no token of this minibatch is in the loss
         loss = sum(part["loss_value"] for part in parts)
         if not math.isfinite(loss):
             return self._skip_nonfinite(metrics, f"loss={loss}")
         if has_tokens:  # no token in the loss: no policy step (Adam would still move on momentum)
-            grad_norm = torch.nn.utils.clip_grad_norm_(trainable(self.policy), cfg.grad_clip).item()
+            grad_norm = full_norm(torch.nn.utils.clip_grad_norm_(trainable(self.policy), cfg.grad_clip))
             metrics["grad_norm"] = grad_norm
             if not math.isfinite(grad_norm):
                 return self._skip_nonfinite(metrics, f"grad_norm={grad_norm}")
@@ -308,7 +273,7 @@ class Trainer:
             metrics["value_loss"] = critic_loss.item()
             loss = loss + critic_loss  # separate parameters and optimizers: the sum backprops each into its own
         metrics["loss_value"] = loss.item()
-        if math.isfinite(metrics["loss_value"]):
+        if math.isfinite(metrics["loss_value"]) or self.world.sharded:  # FSDP: every rank runs every backward
             loss.backward()
         return metrics
 
@@ -340,8 +305,10 @@ class Trainer:
 
         cfg = self.cfg
         sampled = dataclasses.replace(sampling(cfg, 0, 0), temperature=cfg.eval_temperature, top_p=1.0)
-        return evaluate(self.rollout, self.verifier, self.eval_examples, greedy=sampling(cfg, 0, 0, greedy=True),
-                        sampled=sampled, n_samples=cfg.eval_samples, ks=cfg.pass_ks, keep=cfg.log.samples_per_step)
+        with gathered(self.policy, self.world):  # every rank evaluates every problem (same result)
+            return evaluate(self.rollout, self.verifier, self.eval_examples, greedy=sampling(cfg, 0, 0, greedy=True),
+                            sampled=sampled, n_samples=cfg.eval_samples, ks=cfg.pass_ks,
+                            keep=cfg.log.samples_per_step)
 
     def _log_eval(self, metrics: dict, samples: list[dict], step: int) -> None:
         result = self.evaluate()
@@ -356,7 +323,8 @@ class Trainer:
         SIGUSR2 (preemption) lets the current step finish, saves a checkpoint, then raises Preempted."""
         cfg, run = self.cfg, self.run
         if checkpoint is not None:
-            self.load_state_dict(checkpoint)
+            restore_checkpoint(self, checkpoint)
+            self.rollout.load_weights(self._sampler_weights())
             dropped = run.truncate_after(self.step)
             print(f"[train] resumed {run.path} from step {self.step}{dropped_text(dropped)}", file=sys.stderr)
         else:
@@ -372,9 +340,9 @@ class Trainer:
                 self._log_eval(metrics, samples, step)
             run.log_step(metrics, groups, samples)
             self.trackers.log(metrics)
-            preempted = self.stop_requested is not None
+            preempted = reduce_max(int(self.stop_requested is not None), self.world) > 0  # all ranks stop together
             if step % cfg.checkpoint_every == 0 or step == cfg.steps or preempted:
-                run.save_checkpoint(self.state_dict())
+                save_checkpoint(self)
             run.set_status("running", step=step, steps=cfg.steps)
             self.last_step_s = time.perf_counter() - started
             eval_text = f" eval {metrics['eval_accuracy']:.3f}" if metrics["eval_accuracy"] is not None else ""
@@ -400,10 +368,14 @@ class Trainer:
 
     def export_final(self) -> None:
         """RUN/final/: the trained policy as an HF directory (see `experiments.export`)."""
-        from experiments.export import FINAL_DIR, save_policy
+        from experiments.export import FINAL_DIR, save_policy, save_sharded_policy
 
-        save_policy(merged(self.policy), self.tokenizer, self.run.path / FINAL_DIR,
-                    info={"run": str(self.run.path), "step": self.step, "policy_dir": str(self.policy_dir)})
+        info = {"run": str(self.run.path), "step": self.step, "policy_dir": str(self.policy_dir)}
+        if self.world.sharded:
+            save_sharded_policy(self.policy, self.tokenizer, self.run.path / FINAL_DIR, info=info, world=self.world,
+                                policy_dir=self.policy_dir, dtype=self.cfg.model.dtype)
+        else:
+            save_policy(merged(self.policy), self.tokenizer, self.run.path / FINAL_DIR, info=info)
 
     def close(self) -> None:
         self.trackers.close()

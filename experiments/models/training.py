@@ -10,8 +10,9 @@ from experiments.models.lora import add_lora
 from experiments.models.presets import load_policy
 
 
-def build_models(cfg, policy_dir, device):
-    """(policy, tokenizer, reference or None, critic or None) for a TrainConfig, in eval mode.
+def build_models(cfg, policy_dir, device, world=None):
+    """(policy, tokenizer, reference or None, critic or None) for a TrainConfig, in eval mode;
+    on several ranks (`world`) each model sharded with FSDP2 (`experiments.distributed.shard_model`).
 
     The reference exists only when its KL is used (beta > 0); with LoRA it is the policy's own
     base weights with the adapters disabled (the trainer's `_reference_logp`), not a second copy.
@@ -39,6 +40,10 @@ def build_models(cfg, policy_dir, device):
         enable_gradient_checkpointing(policy)
         if critic is not None:
             enable_gradient_checkpointing(critic.trunk)
+    if world is not None and world.sharded:
+        from experiments.distributed import shard_model
+
+        policy, reference, critic = (shard_model(m, world, model_cfg.precision) for m in (policy, reference, critic))
     return policy, tokenizer, reference, critic
 
 def enable_gradient_checkpointing(model) -> None:

@@ -22,6 +22,7 @@ SWEEP_USAGE = """usage: python -m experiments sweep GRID.yaml [key=value ...] [e
   executor=slurm|local   default: slurm when sbatch is on PATH and sinfo answers, else local
   out=SWEEP_DIR          default: runs/<grid name>
   local.parallel=N       local: cells run at once (default 1)
+  local.ranks=N          local: each cell one run on N ranks (torchrun --standalone --nproc-per-node N; FSDP2)
   slurm.KEY=VALUE        {slurm_keys}
   key=value              any other key: a train override applied to every cell (e.g. steps=5)
   --wait                 block until every cell ends (progress bar); local runs always block
@@ -38,6 +39,7 @@ class SweepArgs:
     executor: str = ""
     out: str = ""
     parallel: int = 1
+    ranks: int = 1
     slurm: SlurmSettings = field(default_factory=SlurmSettings)
     overrides: dict[str, str] = field(default_factory=dict)
     wait: bool = False
@@ -76,10 +78,10 @@ def parse_sweep_args(argv: list[str]) -> SweepArgs:
                 args.executor = value
             elif key == "out":
                 args.out = value
-            elif key == "local.parallel":
+            elif key in ("local.parallel", "local.ranks"):
                 if not value.isdigit() or int(value) < 1:
-                    raise GridError(f"local.parallel={value!r}: expected an integer >= 1")
-                args.parallel = int(value)
+                    raise GridError(f"{key}={value!r}: expected an integer >= 1")
+                setattr(args, key[len("local."):], int(value))
             elif key.startswith("slurm."):
                 name = key[len("slurm."):]
                 if name not in slurm_fields:
@@ -92,7 +94,7 @@ def parse_sweep_args(argv: list[str]) -> SweepArgs:
                 else:
                     setattr(args.slurm, name, value)
             elif key.startswith("local."):
-                raise GridError(f"unknown key {key!r}; valid: local.parallel")
+                raise GridError(f"unknown key {key!r}; valid: local.parallel, local.ranks")
             else:
                 args.overrides[key] = value
     if not args.grid:
@@ -217,7 +219,7 @@ def _run_here(grid: Grid, cells: list[Cell], to_run: list[Cell], args: SweepArgs
 
     print(f"[sweep] running {len(to_run)} cells here, {args.parallel} at a time; logs in {sweep_dir / 'logs'}")
     try:
-        run_local(to_run, sweep_dir, args.parallel, on_start=on_start)
+        run_local(to_run, sweep_dir, args.parallel, on_start=on_start, ranks=args.ranks)
     finally:
         record = read_json(sweep_dir / SWEEP_FILE)
         record["launches"][-1] = launch

@@ -111,7 +111,11 @@ class SlurmSettings:
 
     partition: str = field(default="", metadata={"help": "partition (default: the cluster's default)"})
     time: int = field(default=60, metadata={"help": "time limit per cell in minutes (submitit's timeout_min)"})
-    gpus_per_task: int = field(default=0, metadata={"help": "GPUs per cell"})
+    gpus_per_task: int = field(default=0, metadata={"help": "GPUs per cell; N > 1 (tasks_per_node unset): the cell is "
+                                                             "one run on N ranks per node, one GPU each (FSDP2)"})
+    nodes: int = field(default=1, metadata={"help": "nodes per cell (one run across them)"})
+    tasks_per_node: int = field(default=1, metadata={"help": "ranks per node: with nodes, more than one makes each "
+                                                             "cell one run on nodes x tasks_per_node ranks (FSDP2)"})
     cpus_per_task: int = field(default=1, metadata={"help": "CPUs per cell"})
     mem: str = field(default="", metadata={"help": "memory per cell, sbatch --mem syntax (16G)"})
     array_parallelism: int = field(default=64, metadata={"help": "max array tasks running at once"})
@@ -170,6 +174,18 @@ def squeue_states() -> dict[str, str] | None:
     return states
 
 
+def task_layout(settings: SlurmSettings) -> dict[str, int]:
+    """submitit parameters for a cell's tasks: one task (with gpus_per_task GPUs), or one run on
+    nodes x tasks_per_node ranks; gpus_per_task=N > 1 alone means N ranks per node, one GPU each."""
+    ranks_per_node, gpus = settings.tasks_per_node, settings.gpus_per_task
+    if ranks_per_node == 1 and gpus > 1:
+        ranks_per_node, gpus = gpus, 1
+    layout = {"slurm_gpus_per_task": gpus} if gpus else {}
+    if settings.nodes > 1 or ranks_per_node > 1:
+        layout.update(nodes=settings.nodes, tasks_per_node=ranks_per_node)
+    return layout
+
+
 def submit_slurm(cells: list[Cell], grid: Grid, sweep_dir: Path, settings: SlurmSettings) -> dict[str, str]:
     """Submit the cells as ONE array job through submitit; returns {cell folder: job id}."""
     executor = submitit.AutoExecutor(folder=sweep_dir / "submitit", cluster="slurm",
@@ -185,8 +201,7 @@ def submit_slurm(cells: list[Cell], grid: Grid, sweep_dir: Path, settings: Slurm
     )
     if settings.partition:
         params["slurm_partition"] = settings.partition
-    if settings.gpus_per_task:
-        params["slurm_gpus_per_task"] = settings.gpus_per_task
+    params.update(task_layout(settings))
     if settings.mem:
         params["slurm_mem"] = settings.mem
     if settings.extra:
@@ -229,9 +244,10 @@ def wait_slurm(job_ids: dict[str, str], poll_s: float = 3.0) -> None:
 
 
 # =========================================================================== local
-def run_local(cells: list[Cell], sweep_dir: Path, parallel: int, on_start=None) -> dict[str, int]:
-    """Run each cell as a subprocess `python -m experiments train ...`, at most `parallel` at once,
-    logging to SWEEP_DIR/logs/<folder>.log. Returns {cell folder: exit code}."""
+def run_local(cells: list[Cell], sweep_dir: Path, parallel: int, on_start=None, ranks: int = 1) -> dict[str, int]:
+    """Run each cell as a subprocess `python -m experiments train ...` (under torchrun on `ranks`
+    ranks when more than one), at most `parallel` at once, logging to SWEEP_DIR/logs/<folder>.log.
+    Returns {cell folder: exit code}."""
     from tqdm import tqdm
 
     log_dir = sweep_dir / "logs"
@@ -247,7 +263,9 @@ def run_local(cells: list[Cell], sweep_dir: Path, parallel: int, on_start=None) 
                 while todo and len(running) < parallel:
                     cell = todo.pop(0)
                     log = open(log_dir / f"{cell.folder}.log", "a")
-                    command = [sys.executable, "-m", "experiments", "train", *cell.argv(sweep_dir)]
+                    launcher = (["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks)]
+                                if ranks > 1 else [])
+                    command = [sys.executable, *launcher, "-m", "experiments", "train", *cell.argv(sweep_dir)]
                     log.write(f"$ {shlex.join(command)}\n")
                     log.flush()
                     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)

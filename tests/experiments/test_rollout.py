@@ -191,6 +191,20 @@ def test_seeded_sampling_is_reproducible_and_leaves_global_rng_alone(tiny):
     assert len(set(a.texts)) > 1  # the 8 rollouts of one prompt differ from each other
 
 
+def test_a_batch_split_into_shares_samples_what_the_whole_batch_samples(tiny):
+    # Each rollout row has its own seed (seed + first_row + row): two shares of a batch (two ranks,
+    # or two generate calls) sample exactly the whole batch's rollouts.
+    prompts = ["1+1=", "22-3=", "7", "456*2="]
+    sampling = Sampling(max_new_tokens=6, seed=11)
+    whole = HFRollout(tiny.model, tiny.tokenizer).generate(prompts, 3, sampling)
+    first = HFRollout(tiny.model, tiny.tokenizer).generate(prompts[:1], 3, sampling)
+    rest = HFRollout(tiny.model, tiny.tokenizer).generate(prompts[1:], 3, Sampling(max_new_tokens=6, seed=11, first_row=3))
+    assert whole.texts == first.texts + rest.texts
+    chunked = HFRollout(tiny.model, tiny.tokenizer, batch_size=5).generate(prompts, 3, sampling)
+    assert chunked.texts == whole.texts
+    assert len(set(whole.texts)) > 1
+
+
 def test_batch_size_chunks_give_the_same_greedy_rollouts(tiny):
     prompts = ["1+1=", "22-3=", "7", "456*2="]
     whole = HFRollout(tiny.model, tiny.tokenizer).generate(prompts, 2, Sampling(max_new_tokens=5, temperature=0))

@@ -294,3 +294,17 @@ def test_local_executor_runs_the_grid_and_relaunch_skips(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "2 cells, 0 to run, 2 skipped" in printed and "skip, completed (3/3 steps)" in printed
     assert json.loads((out / "sweep.json").read_text())["launches"][1]["jobs"] == {}
+
+
+def test_task_layout_of_a_cell():
+    from experiments.sweep.launch import SlurmSettings, task_layout
+
+    assert task_layout(SlurmSettings()) == {}
+    assert task_layout(SlurmSettings(gpus_per_task=1)) == {"slurm_gpus_per_task": 1}
+    # the interface: gpus_per_task=N is one run on N ranks per node, one GPU each
+    assert task_layout(SlurmSettings(gpus_per_task=4)) == {"slurm_gpus_per_task": 1, "nodes": 1, "tasks_per_node": 4}
+    assert task_layout(SlurmSettings(gpus_per_task=8, nodes=2)) == {"slurm_gpus_per_task": 1, "nodes": 2,
+                                                                   "tasks_per_node": 8}
+    assert task_layout(SlurmSettings(tasks_per_node=2)) == {"nodes": 1, "tasks_per_node": 2}  # CPU ranks
+    assert task_layout(SlurmSettings(tasks_per_node=2, gpus_per_task=1)) == {"slurm_gpus_per_task": 1, "nodes": 1,
+                                                                            "tasks_per_node": 2}

@@ -40,6 +40,40 @@ def test_sbatch_array_job_completes(slurm_cluster, tmp_path):
 
 
 @pytest.mark.slow
+def test_two_task_cell_is_one_distributed_run(slurm_cluster, tmp_path):
+    # slurm.tasks_per_node=2: one SLURM job of 2 tasks per cell; submitit's
+    # TorchDistributedEnvironment makes them ranks 0 and 1 of one FSDP2 run (gloo on CPU).
+    grid = write_grid(tmp_path, "two", "  algo: [grpo]\n")
+    out = tmp_path / "sweep"
+    args = [str(grid), "executor=slurm", f"out={out}", "steps=2", "slurm.time=10", "slurm.tasks_per_node=2", *FAST]
+    assert sweep.main_sweep(args) == 0
+    record = json.loads((out / "sweep.json").read_text())
+    jobs = record["launches"][0]["jobs"]
+    try:
+        sweep.wait_slurm(jobs, poll_s=1)
+    finally:
+        cancel(*jobs.values())
+    (cell,) = record["cells"]
+    run = out / cell["folder"]
+    assert status_of(run)["state"] == "completed", status_of(run)
+    assert metric_steps(run) == [0, 1, 2]
+    assert (run / "checkpoint").is_symlink() and (run / "checkpoint" / "rng-1.pt").exists()  # 2 ranks wrote it
+
+
+@pytest.mark.slow
+def test_srun_with_two_tasks_is_one_distributed_run(slurm_cluster, tmp_path):
+    # Plain `srun -n 2 python -m experiments train`: no torchrun, RANK etc. come from SLURM's variables.
+    out = tmp_path / "run"
+    result = subprocess.run(["srun", "--ntasks=2", "--cpus-per-task=1", "--time=10", sys.executable, "-m",
+                             "experiments", "train", "algo=grpo", "steps=2", f"out={out}", *FAST],
+                            cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert status_of(out)["state"] == "completed"
+    assert metric_steps(out) == [0, 1, 2]
+    assert (out / "checkpoint" / "rng-1.pt").exists()
+
+
+@pytest.mark.slow
 def test_grid_on_slurm_completes_and_relaunch_skips(slurm_cluster, tmp_path, capsys):
     grid = write_grid(tmp_path, "tiny", "  algo: [grpo, dr_grpo]\n")
     out = tmp_path / "sweep"
