@@ -297,8 +297,25 @@ def test_summary_table_numbers(tmp_path):
     assert math.isnan(dapo["final_eval_pass@4"])              # dapo runs logged no pass@k
     out = write_summary(runs, tmp_path / "fig", threshold=0.15, n_boot=100)
     text = (tmp_path / "fig" / "summary.md").read_text()
-    assert "| grpo | 4 (4) | 0.250 [" in text and "| dapo | 4 (3) | 0.900 [0.900, 0.900] | 1.00 [1.00, 1.00] | 2 |" in text
+    assert "| grpo | 4 (4) | 0.250 [" in text and "| dapo | 4 (3) | 0.900 [0.900, 0.900] | — | 1.00 [1.00, 1.00] | 2 |" in text
     assert len(out) == 2
+
+
+def test_summary_gain_is_last_eval_minus_the_warm_start_per_run(tmp_path):
+    # gains 0.1, 0.2, 0.3 (start 0.2, 0.3, 0.1); a run without a step-0 eval has no gain
+    for seed, (start, end) in enumerate([(0.2, 0.3), (0.3, 0.5), (0.1, 0.4)]):
+        write_run(tmp_path / "runs", f"grpo{seed}", algo="grpo", seed=seed, step_numbers=[0, 1, 2],
+                  metrics={"eval_accuracy": [start, None, end], "mem_peak_bytes": [MB] * 3, "tokens_per_s": [1.0] * 3})
+    write_run(tmp_path / "runs", "ppo0", algo="ppo", seed=0,
+              metrics={"eval_accuracy": [None, 0.5], "mem_peak_bytes": [MB] * 2, "tokens_per_s": [1.0] * 2})
+    runs = load_runs(tmp_path / "runs")
+    table = summary_table(runs, n_boot=500).set_index("algo")
+    grpo = table.loc["grpo"]
+    assert grpo.gain_mean == pytest.approx(0.2)
+    assert 0.1 - 1e-9 <= grpo.gain_low < 0.2 < grpo.gain_high <= 0.3 + 1e-9  # bootstrap of the mean of three gains
+    assert math.isnan(table.loc["ppo"].gain_mean)
+    write_summary(runs, tmp_path / "fig", n_boot=100)
+    assert "| 0.200 [" in (tmp_path / "fig" / "summary.md").read_text()
 
 
 # ----------------------------------------------------------------------------- all figures, CLI
