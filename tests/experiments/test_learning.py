@@ -1,28 +1,29 @@
 """Learning: at the defaults (tiny model, 1-digit a+b+c, lr 2e-4, 80 steps of 256 rollouts) every
 preset raises the accuracy of its sampled rollouts on the train prompts, the reward RL optimises,
-clear of noise over four seeds; and none of them collapses the held-out accuracy.
+clear of noise over four seeds; and GRPO, PPO and DAPO raise the held-out (eval) accuracy too.
 
 What is compared. Training accuracy over whole passes of the train split: the mean over steps 1-21
 (the first pass over the 671 train prompts at 32 prompts a step) against steps 60-80. Each window
 holds ~5,400 samples of the same prompts, so prompt difficulty cancels; the binomial standard
-error of one run's gain is ~0.009.
+error of one run's gain is ~0.009. Held-out: greedy accuracy on the 200 eval problems (no eval
+problem has a permutation in train) at step 0 (the warm start, which stopped on the separate
+validation split) and step 80.
 
 Seeds and floating-point paths. Seeds 0-3, seed 2 on 2 threads (another summation order): the RL
-seed changes prompt order, sampling and minibatches; the warm start is shared and stops on the
-validation split, not on the eval split this test reads. Four runs cost the wall time of three
-on two cores (two at a time).
+seed changes prompt order, sampling and minibatches; the warm start is shared. Four runs cost the
+wall time of three on two cores (two at a time).
 
-The margin, from measured spread (BENCHMARKS.md "Learning test"): over seeds 0-4 at 1 thread and
-seeds 0-1 at 2 threads, per-run gains lie in 0.020-0.075; per preset the mean is 0.046 (grpo),
-0.048 (dr_grpo), 0.052 (dapo), 0.057 (ppo) with seed SD 0.006-0.020, so a four-seed mean has SD
-<= 0.010 and MARGIN = 0.01 lies more than 3.5 SD below every preset's mean, and 2 binomial SE of
-a four-run mean above zero. A preset whose mean gain falls under it has stopped learning.
-
-What does not rise: held-out (eval) accuracy. On the leak-free split (no eval problem has a
-permutation in train) the tiny model barely generalises: its warm start scores 0.15 on eval, and
-supervised training alone plateaus at 0.15-0.30 on val over 3,000 steps (the `small` model reaches
-~0.75). RL on the train prompts leaves eval at 0.12-0.16 after 80 steps (start 0.15), so the test
-asserts only that the seed-mean of the final eval stays within EVAL_DROP of the start.
+The margins, from the measured spread (2026-12-02, warm start at model.warmstart_lr=1e-3, per-row
+sampling seeds; seeds 0-3 as above):
+  training-accuracy gain per run  grpo 0.244 0.225 0.240 0.253 | ppo 0.224 0.294 0.243 0.270
+                                  dr_grpo 0.228 0.194 0.205 0.200 | dapo 0.255 0.236 0.264 0.244
+  held-out eval 0.32 at step 0 -> grpo 0.535 0.585 0.525 0.550 | ppo 0.505 0.650 0.525 0.600
+                                  dr_grpo 0.445 0.345 0.425 0.440 | dapo 0.580 0.615 0.590 0.525
+MARGIN = 0.10 lies more than 4 seed-SDs of a four-seed mean below every preset's mean training gain
+(0.207-0.258; SD of a mean <= 0.017). EVAL_GAIN: the seed-mean held-out gain is 0.229 (grpo),
+0.250 (ppo), 0.258 (dapo); 0.12 lies >= 3 SDs of a four-seed mean below each (the eval's own binomial
+SE at 200 problems is ~0.035 per run). Dr.GRPO (no KL term, no std-normalization) gains 0.094 on
+held-out (per seed 0.025-0.125), so for it the test asserts only that held-out does not fall.
 """
 from concurrent.futures import ThreadPoolExecutor
 
@@ -31,8 +32,8 @@ import pytest
 from experiments.runfolder import read_jsonl
 from tests.conftest import run_cli
 
-MARGIN = 0.01       # minimum mean gain in training accuracy over the seeds (see the docstring)
-EVAL_DROP = 0.06    # the seed-mean final eval may not fall further than this below the start
+MARGIN = 0.10       # minimum mean gain in training accuracy over the seeds (see the docstring)
+EVAL_GAIN = {"grpo": 0.12, "ppo": 0.12, "dapo": 0.12, "dr_grpo": 0.0}  # minimum seed-mean held-out gain
 WINDOW = 21         # steps in one pass over the train split at 32 prompts a step
 SEEDS = ((0, 1), (1, 1), (2, 2), (3, 1))  # (seed, threads)
 
@@ -66,7 +67,7 @@ def test_preset_raises_training_accuracy_over_seeds(tmp_path, warm_tiny, algo):
     final_eval = sum(r[2] for r in results) / len(results)
     summary = f"{algo}: training-accuracy gains {[round(g, 3) for g in gains]}, eval {start:.3f} -> {final_eval:.3f}"
     assert mean_gain >= MARGIN, summary
-    assert final_eval >= start - EVAL_DROP, summary
+    assert final_eval >= start + EVAL_GAIN[algo], summary
 
 
 @pytest.mark.slow
@@ -78,15 +79,15 @@ def test_grpo_with_vllm_rollouts_learns_like_hf(tmp_path, warm_tiny):
 
     "Learns" is judged as in the preset test: training accuracy over the last pass of the train
     split against the first (~5,400 samples each). vLLM samples with its own RNG, so the run is
-    another draw from the seed spread (HF runs: 0.020-0.075); one run must gain more than 0,
-    about 3 SD below the HF mean (the preset test measures the size over seeds).
+    another draw from the seed spread (HF runs: 0.225-0.253 for grpo; measured with vLLM: 0.240);
+    one run must gain more than MARGIN, >= 5 seed-SDs below the HF mean.
     """
     out = tmp_path / "grpo-vllm"
     run_cli("train", "algo=grpo", "rollout.backend=vllm", "eval_every=80", f"out={out}", timeout=1200)
     rows = read_jsonl(out / "metrics.jsonl")
     assert rows[0]["eval_accuracy"] == pytest.approx(warm_tiny["eval_accuracy"], abs=0.02)  # HF's greedy eval
     gain, _, _ = _train_gain(out)
-    assert gain > 0, gain
+    assert gain > MARGIN, gain
     diffs = [row["sampler_logp_diff_max"] for row in rows if row["step"] > 0]
     assert max(diffs) < 1e-2, diffs
 
@@ -98,12 +99,12 @@ CHAT = ("model.tokenizer=bpe", "task.template=chat")
 def test_grpo_learns_through_a_chat_template_on_the_bpe_tokenizer(tmp_path):
     """The real-model path on the CPU: the tiny model with the byte-level BPE tokenizer, prompts in
     its ChatML template (system message, ~35 tokens before the answer), EOS = <|im_end|>, warm
-    start at lr 1e-3 (at the char tokenizer's 3e-3 it diverges). GRPO at the defaults learns on the
-    same task as the char model does, two seeds of 60 steps.
+    start at the default lr 1e-3. GRPO at the defaults learns on the same task as the char model
+    does, two seeds of 60 steps.
 
-    Measured (80-step runs, seeds 0 and 1): training-accuracy gain 0.181 and 0.196 (first 21 steps
-    0.25 -> last 21 ~0.44); steps 40-60 vs 1-21: 0.143 and 0.134; held-out eval 0.34 -> 0.455 and
-    0.49 at step 80. MARGIN_CHAT = 0.05 lies far below both and far above the binomial SE (~0.009).
+    Measured (2026-12-02, seeds 0 and 1, 60 steps): training-accuracy gain (steps 40-60 vs 1-21)
+    0.127 and 0.114; held-out eval 0.34 -> 0.540 and 0.505. MARGIN_CHAT = 0.05 lies far below both
+    and far above the binomial SE (~0.009); held-out must rise by CHAT_EVAL_GAIN = 0.08 on the mean.
     """
     def run(seed):
         out = tmp_path / f"chat-s{seed}"
@@ -118,7 +119,8 @@ def test_grpo_learns_through_a_chat_template_on_the_bpe_tokenizer(tmp_path):
     gains = [gain for gain, _, _ in results]
     summary = f"chat/bpe grpo: gains {[round(g, 3) for g in gains]}, eval {[(round(a, 3), round(b, 3)) for _, a, b in results]}"
     assert sum(gains) / len(gains) >= MARGIN_CHAT, summary
-    assert sum(b for _, _, b in results) / 2 >= results[0][1] - EVAL_DROP, summary
+    assert sum(b for _, _, b in results) / 2 >= results[0][1] + CHAT_EVAL_GAIN, summary
 
 
 MARGIN_CHAT = 0.05
+CHAT_EVAL_GAIN = 0.08
