@@ -142,7 +142,7 @@ def run_harness(model_dir: Path, work: Path, cache_dir: Path, tag: str, args, ne
 
 # --------------------------------------------------------------------------- TRL side
 def trl_command(model_dir: Path, result: Path, args, new_tokens: int, trl_path: str | None) -> list[str]:
-    command = [sys.executable, str(Path(__file__).resolve()), "--_trl-child", "--model-dir", str(model_dir),
+    command = [sys.executable, str(Path(__file__).resolve().with_name("trl_grpo_run.py")), "--model-dir", str(model_dir),
                "--child-out", str(result), "--steps", str(args.steps), "--threads", str(args.threads),
                "--new-tokens", str(new_tokens)]
     if trl_path:
@@ -163,87 +163,6 @@ def run_trl(model_dir: Path, work: Path, tag: str, args, new_tokens: int, trl_pa
     times = {int(k): v for k, v in out["step_times"].items()}
     return {"times": measured(times, args.steps), "rss": rss, "wall": wall, "resp_len": out.get("resp_len"),
             "versions": out["versions"], "command": " ".join(map(str, command))}
-
-
-def import_trl(trl_path: str | None, allow_vllm: bool):
-    """Import trl, from the environment or from `trl_path` appended to sys.path (so that the
-    environment's torch/transformers win over any copy in that folder)."""
-    if trl_path:
-        sys.path.append(trl_path)
-    if not allow_vllm:
-        sys.modules["vllm"] = None  # importlib.util.find_spec("vllm") -> None: TRL sees no vllm
-    try:
-        import trl  # noqa: F401
-    except ImportError as err:
-        raise SystemExit(f"{INSTALL_HINT}\n({err})")
-    return trl
-
-
-def trl_child(args) -> int:
-    """One TRL GRPOTrainer run (in its own process); writes step times and versions to --child-out."""
-    import torch
-
-    torch.set_num_threads(args.threads)
-    trl = import_trl(args.trl_path, args.trl_allow_vllm)
-    import datasets
-    import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
-
-    sys.path.insert(0, str(REPO))
-    from experiments.tasks import TaskConfig, make_task
-
-    task = make_task(TaskConfig())  # the harness's default task: task.name=arithmetic
-    examples = task.examples("train")
-    dataset = datasets.Dataset.from_dict({"prompt": [e.prompt for e in examples],
-                                          "answer": [e.answer for e in examples],
-                                          "idx": list(range(len(examples)))})
-    lengths: list[float] = []
-
-    def correctness(prompts, completions, idx, **_):
-        return [task.check(c, examples[i]) for c, i in zip(completions, idx)]
-
-    model_dir = args.model_dir
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    if tokenizer.pad_token is None:  # as the harness's load_policy
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-
-    step_times: dict[int, float] = {}
-
-    class StepTimer(TrainerCallback):
-        def on_step_begin(self, _args, state, control, **kw):
-            self.t0 = time.perf_counter()
-
-        def on_step_end(self, _args, state, control, **kw):
-            step_times[state.global_step] = time.perf_counter() - self.t0
-
-        def on_log(self, _args, state, control, logs=None, **kw):
-            if logs and "completions/mean_length" in logs:
-                lengths.append(logs["completions/mean_length"])
-
-    with tempfile.TemporaryDirectory(prefix="vs-trl-out-") as out_dir:
-        config = GRPOConfig(
-            output_dir=out_dir, max_steps=args.steps, seed=0, use_cpu=True, bf16=False, fp16=False,
-            per_device_train_batch_size=BATCH_PROMPTS * GROUP_SIZE, num_generations=GROUP_SIZE,
-            gradient_accumulation_steps=1, steps_per_generation=1, num_iterations=1,
-            max_completion_length=args.new_tokens, temperature=1.0, top_p=1.0, top_k=0, min_p=None,
-            repetition_penalty=1.0, beta=BETA, loss_type="grpo", scale_rewards="group", epsilon=0.2,
-            learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
-            use_vllm=False, report_to=[], logging_steps=1, save_strategy="no", disable_tqdm=True,
-            log_completions=False, dataloader_num_workers=0,
-        )
-        trainer = GRPOTrainer(model=model, reward_funcs=[correctness], args=config, train_dataset=dataset,
-                              processing_class=tokenizer, callbacks=[StepTimer()])
-        trainer.train()
-    versions = {"trl": trl.__version__, "trl_file": trl.__file__, "torch": torch.__version__,
-                "torch_file": torch.__file__, "transformers": transformers.__version__,
-                "transformers_file": transformers.__file__, "datasets": datasets.__version__,
-                "vllm_imported": sys.modules.get("vllm") is not None}
-    Path(args.child_out).write_text(json.dumps({
-        "step_times": step_times, "versions": versions,
-        "resp_len": statistics.mean(lengths) if lengths else None}))
-    return 0
 
 
 def trl_available(trl_path: str | None) -> bool:
@@ -361,14 +280,8 @@ def main(argv=None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the run folders and logs (path printed)")
     parser.add_argument("--out", help="also write all measurements as JSON here")
     parser.add_argument("--from-json", metavar="FILE", help="print the report of a saved --out file and exit")
-    parser.add_argument("--_trl-child", dest="trl_child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
-    parser.add_argument("--child-out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    if args.trl_child:
-        args.new_tokens = int(args.new_tokens)
-        return trl_child(args)
     if args.from_json:  # re-print the report of a saved --out file (summaries recomputed from its runs)
         result = json.loads(Path(args.from_json).read_text())
         for cell in result["cells"]:

@@ -234,18 +234,27 @@ class _SampledTokenLogprobs:
 
 class _RowSeededChoice:
     """A logits processor, placed after the recorder, that draws each row's next token from the
-    recorded distribution with that row's own generator and leaves only that token possible, so
-    generate's multinomial picks it. A row's draws then depend on its seed alone, not on the other
-    rows of the batch (which the global RNG's stream would)."""
+    processed distribution by inverse CDF with that row's own uniforms and leaves only that token
+    possible, so generate's multinomial picks it. A row's draws then depend on its seed alone, not
+    on the other rows of the batch (which the global RNG's stream would).
 
-    def __init__(self, seeds, device: torch.device):
-        self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+    Each row's uniforms for the whole budget come from its own CPU generator at the start (B
+    generator calls per batch, not B per token), so a decode step is one vectorised cumsum and
+    searchsorted over the batch, and the draws are the same on every device."""
+
+    def __init__(self, seeds, device: torch.device, steps: int):
+        uniforms = [torch.rand(steps, generator=torch.Generator().manual_seed(int(s))) for s in seeds]
+        self.uniforms = torch.stack(uniforms).to(device)  # (B, steps) in [0, 1)
+        self.step = 0
 
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
-        probs = torch.softmax(scores.float(), dim=-1)  # (B, V)
-        chosen = torch.cat([torch.multinomial(row, 1, generator=g) for row, g in zip(probs, self.generators)])  # (B,)
+        cdf = torch.softmax(scores.float(), dim=-1).cumsum_(dim=-1)  # (B, V)
+        u = self.uniforms[:, self.step : self.step + 1] * cdf[:, -1:]  # (B, 1), below each row's total
+        self.step += 1
+        # the first token whose cdf exceeds u: tokens of probability 0 (top_p) are never chosen
+        chosen = torch.searchsorted(cdf, u, right=True).clamp_(max=scores.shape[-1] - 1)  # (B, 1)
         only = torch.full_like(scores, float("-inf"))
-        return only.scatter_(1, chosen[:, None], 0.0)
+        return only.scatter_(1, chosen, 0.0)
 
 
 class HFRollout:
@@ -323,7 +332,8 @@ class HFRollout:
         processors.append(recorder)
         if not sampling.greedy and sampling.seed is not None:
             first_seed = sampling.seed + sampling.first_row + first
-            processors.append(_RowSeededChoice(range(first_seed, first_seed + len(prompt_ids)), self.device))
+            processors.append(_RowSeededChoice(range(first_seed, first_seed + len(prompt_ids)), self.device,
+                                                sampling.max_new_tokens))
         # temperature 1, top_k 0, top_p 1: generate adds no warpers of its own (its default top_k is 50)
         neutral = {} if sampling.greedy else {"temperature": 1.0, "top_k": 0, "top_p": 1.0}
         config = GenerationConfig(

@@ -11,6 +11,7 @@ from experiments.rollout import (
     RolloutBackend,
     Rollouts,
     Sampling,
+    _RowSeededChoice,
     build_rollouts,
     make_rollout,
 )
@@ -203,6 +204,27 @@ def test_a_batch_split_into_shares_samples_what_the_whole_batch_samples(tiny):
     chunked = HFRollout(tiny.model, tiny.tokenizer, batch_size=5).generate(prompts, 3, sampling)
     assert chunked.texts == whole.texts
     assert len(set(whole.texts)) > 1
+
+
+def test_row_seeded_choice_draws_from_the_processed_distribution():
+    # Inverse-CDF draws with each row's own uniforms: frequencies match the softmax, a token of
+    # probability 0 (cut by top_p) is never drawn, and step k uses each row's k-th uniform.
+    probs = torch.tensor([0.5, 0.3, 0.2, 0.0])
+    rows = 20_000
+    scores = probs.log().expand(rows, 4).clone()
+    choice = _RowSeededChoice(range(rows), torch.device("cpu"), steps=2)
+    picks = []
+    for _ in range(2):
+        only = choice(None, scores)  # (rows, 4): 0 at the chosen token, -inf elsewhere
+        assert torch.equal((only == 0).sum(dim=1), torch.ones(rows, dtype=torch.long))
+        picks.append(only.argmax(dim=1))
+    for pick in picks:
+        freq = torch.bincount(pick, minlength=4).double() / rows
+        assert freq[3] == 0
+        assert torch.allclose(freq[:3], probs[:3].double(), atol=0.015)  # 4 binomial SEs at 20,000 draws
+    assert not torch.equal(picks[0], picks[1])
+    again = _RowSeededChoice(range(5, 10), torch.device("cpu"), steps=2)(None, scores[:5]).argmax(dim=1)
+    assert torch.equal(again, picks[0][5:10])  # a row's draw depends on its own seed alone
 
 
 def test_batch_size_chunks_give_the_same_greedy_rollouts(tiny):
