@@ -82,6 +82,7 @@ def run(args) -> int:
             max_completion_length=args.new_tokens, temperature=1.0, top_p=1.0, top_k=0, min_p=None,
             repetition_penalty=1.0, beta=BETA, loss_type="grpo", scale_rewards="group", epsilon=0.2,
             learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
+            gradient_checkpointing=args.gradient_checkpointing,  # GRPOConfig's default is True
             use_vllm=False, report_to=[], logging_steps=1, save_strategy="no", disable_tqdm=True,
             log_completions=False, dataloader_num_workers=0,
         )
@@ -107,6 +108,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--new-tokens", type=int, required=True)
     parser.add_argument("--trl-path", default=None, help="folder holding trl (pip install --target)")
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="GRPOConfig(gradient_checkpointing=True)")
     parser.add_argument("--trl-allow-vllm", action="store_true", help="let TRL import an installed vllm")
     return run(parser.parse_args(argv))
 

@@ -2,6 +2,7 @@
 
     python benchmarks/vs_trl.py --quick                                  # smoke check: tiny, 1 round, 4 steps
     python benchmarks/vs_trl.py --sizes tiny,base --rounds 3 --new-tokens 16
+    python benchmarks/vs_trl.py --sizes base --new-tokens 16 --checkpointing off,on   # both trainers alike
     python benchmarks/vs_trl.py --trl-path /work/.trl-site               # TRL installed with pip --target
     python benchmarks/vs_trl.py --out r.json ...; python benchmarks/vs_trl.py --from-json r.json  # re-print
 
@@ -15,8 +16,10 @@ untrained: `model.warmstart=false`), and both trainers load that same directory.
 issue's: 16 prompts x 8 rollouts = 128 rollouts per step, up to `--new-tokens` new tokens (16, and a
 longer-response 64), beta = 0.04 (k3 KL to a frozen reference), one optimizer step per batch, lr 1e-4
 (constant), grad clip 1.0, no weight decay, sampling at temperature 1 / top_p 1 / no top-k, fp32, CPU,
-the same `--threads` (torch threads, OMP_NUM_THREADS, MKL_NUM_THREADS) in both. The prompts are the
-arithmetic task's train split; TRL's reward function is that task's own `check`.
+the same `--threads` (torch threads, OMP_NUM_THREADS, MKL_NUM_THREADS) in both, and gradient checkpointing
+set alike (`--checkpointing off,on`; off by default: TRL's GRPOConfig turns it on unless told, the harness's
+model.gradient_checkpointing is off unless told). The prompts are the arithmetic task's train split; TRL's
+reward function is that task's own `check`.
 
 - harness: `python -m experiments train algo=grpo model.name=<dir> algo.epochs=1 algo.minibatches=1
   algo.kl_coef=0.04 lr=1e-4 rollouts_per_step=128 algo.group_size=8 rollout.max_new_tokens=N ...`;
@@ -115,20 +118,22 @@ def tail(path: Path, n: int = 30) -> str:
 
 # --------------------------------------------------------------------------- harness side
 def harness_command(model_dir: Path, out_dir: Path, cache_dir: Path, *, steps: int, new_tokens: int,
-                    threads: int) -> list[str]:
+                    threads: int, checkpointing: bool = False) -> list[str]:
     return [sys.executable, "-m", "experiments", "train", "algo=grpo", f"model.name={model_dir}",
             "model.warmstart=false", f"steps={steps}", f"rollouts_per_step={BATCH_PROMPTS * GROUP_SIZE}",
             f"algo.group_size={GROUP_SIZE}", "algo.epochs=1", "algo.minibatches=1", f"algo.kl_coef={BETA}",
             f"lr={LR}", "lr_schedule=constant", "weight_decay=0.0", "grad_clip=1.0", "seed=0",
             f"rollout.max_new_tokens={new_tokens}", "rollout.temperature=1.0", "rollout.top_p=1.0",
+            f"model.gradient_checkpointing={str(checkpointing).lower()}",
             f"threads={threads}", "eval_every=1000", "eval_size=8", "checkpoint_every=1000",
             "log.samples_per_step=0", f"out={out_dir}", f"cache_dir={cache_dir}"]
 
 
-def run_harness(model_dir: Path, work: Path, cache_dir: Path, tag: str, args, new_tokens: int) -> dict:
+def run_harness(model_dir: Path, work: Path, cache_dir: Path, tag: str, args, new_tokens: int,
+                checkpointing: bool) -> dict:
     out_dir = work / f"harness-{tag}"
     command = harness_command(model_dir, out_dir, cache_dir, steps=args.steps, new_tokens=new_tokens,
-                              threads=args.threads)
+                              threads=args.threads, checkpointing=checkpointing)
     log = work / f"harness-{tag}.log"
     code, wall, rss = run_child(command, thread_env(args.threads), args.timeout, log)
     if code != 0:
@@ -141,10 +146,13 @@ def run_harness(model_dir: Path, work: Path, cache_dir: Path, tag: str, args, ne
 
 
 # --------------------------------------------------------------------------- TRL side
-def trl_command(model_dir: Path, result: Path, args, new_tokens: int, trl_path: str | None) -> list[str]:
+def trl_command(model_dir: Path, result: Path, args, new_tokens: int, trl_path: str | None,
+                checkpointing: bool) -> list[str]:
     command = [sys.executable, str(Path(__file__).resolve().with_name("trl_grpo_run.py")), "--model-dir", str(model_dir),
                "--child-out", str(result), "--steps", str(args.steps), "--threads", str(args.threads),
                "--new-tokens", str(new_tokens)]
+    if checkpointing:
+        command.append("--gradient-checkpointing")
     if trl_path:
         command += ["--trl-path", trl_path]
     if args.trl_allow_vllm:
@@ -152,9 +160,10 @@ def trl_command(model_dir: Path, result: Path, args, new_tokens: int, trl_path: 
     return command
 
 
-def run_trl(model_dir: Path, work: Path, tag: str, args, new_tokens: int, trl_path: str | None) -> dict:
+def run_trl(model_dir: Path, work: Path, tag: str, args, new_tokens: int, trl_path: str | None,
+            checkpointing: bool) -> dict:
     result = work / f"trl-{tag}.json"
-    command = trl_command(model_dir, result, args, new_tokens, trl_path)
+    command = trl_command(model_dir, result, args, new_tokens, trl_path, checkpointing)
     log = work / f"trl-{tag}.log"
     code, wall, rss = run_child(command, thread_env(args.threads), args.timeout, log)
     if code != 0 or not result.exists():
@@ -223,18 +232,18 @@ def quantile(values: list[float], q: float):
 
 
 def format_table(cells: list[dict]) -> str:
-    lines = ["| size | new tokens | harness step (s) | TRL step (s) | harness/TRL time | harness/TRL time, p25 "
+    lines = ["| size | new tokens | grad. ckpt | harness step (s) | TRL step (s) | harness/TRL time | harness/TRL time, p25 "
              "| harness peak RSS (MB) | TRL peak RSS (MB) | harness/TRL RSS | round medians harness / TRL (s) "
              "| mean resp len h / T |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in cells:
         h, t = c["harness"], c["trl"]
         if "error" in h or "error" in t:
-            lines.append(f"| {c['size']} | {c['new_tokens']} | {'error' if 'error' in h else _s(h['step'])} | "
+            lines.append(f"| {c['size']} | {c['new_tokens']} | {c.get('checkpointing', 'off')} | {'error' if 'error' in h else _s(h['step'])} | "
                          f"{'error' if 'error' in t else _s(t['step'])} | – | – | – | – | – | – | – |")
             continue
         lines.append(
-            f"| {c['size']} | {c['new_tokens']} | {_s(h['step'])} | {_s(t['step'])} | {_x(ratio(h['step'], t['step']))} "
+            f"| {c['size']} | {c['new_tokens']} | {c.get('checkpointing', 'off')} | {_s(h['step'])} | {_s(t['step'])} | {_x(ratio(h['step'], t['step']))} "
             f"| {_s(h['step_p25'])} / {_s(t['step_p25'])} = {_x(ratio(h['step_p25'], t['step_p25']))} "
             f"| {_mb(h['rss'])} | {_mb(t['rss'])} | {_x(ratio(h['rss'], t['rss']))} "
             f"| {_s(h['round_min'])}–{_s(h['round_max'])} / {_s(t['round_min'])}–{_s(t['round_max'])} "
@@ -270,6 +279,9 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=12, help="steps per run; steps 2..steps-1 are measured")
     parser.add_argument("--threads", type=int, default=2, help="torch/OMP/MKL threads of every run")
     parser.add_argument("--new-tokens", default="16,64", help="comma-separated max new tokens per response")
+    parser.add_argument("--checkpointing", default="off",
+                        help="comma-separated off|on: gradient checkpointing in both trainers (TRL's GRPOConfig "
+                             "default is on; the harness's model.gradient_checkpointing default is off)")
     parser.add_argument("--quick", action="store_true", help="smoke check: tiny only, 1 round, 4 steps")
     parser.add_argument("--trl-path", default=os.environ.get("RLVR_TRL_PATH") or None,
                         help="folder holding trl (pip install --target); default $RLVR_TRL_PATH")
@@ -296,6 +308,9 @@ def main(argv=None) -> int:
         parser.error("--rounds must be >= 1")
     sizes = [s for s in args.sizes.split(",") if s]
     new_tokens = [int(n) for n in args.new_tokens.split(",") if n]
+    checkpointing = [c for c in args.checkpointing.split(",") if c]
+    if not checkpointing or set(checkpointing) - {"off", "on"}:
+        parser.error(f"--checkpointing takes off, on or off,on; got {args.checkpointing!r}")
 
     sys.path.insert(0, str(REPO))
     from experiments.models import SIZES, built_model_dir
@@ -317,24 +332,24 @@ def main(argv=None) -> int:
     try:
         for size in sizes:
             model_dir = built_model_dir(size, seed=0, cache_dir=cache_dir)
-            for n in new_tokens:
+            for n, ckpt in [(n, c) for n in new_tokens for c in checkpointing]:
                 runs = {"harness": [], "trl": []}
                 for r in range(args.rounds):
-                    tag = f"{size}-{n}-r{r}"
+                    tag = f"{size}-{n}-{ckpt}-r{r}"
                     for side in ("harness", "trl"):
-                        res = (run_harness(model_dir, work, cache_dir, tag, args, n) if side == "harness"
-                               else run_trl(model_dir, work, tag, args, n, args.trl_path))
+                        res = (run_harness(model_dir, work, cache_dir, tag, args, n, ckpt == "on") if side == "harness"
+                               else run_trl(model_dir, work, tag, args, n, args.trl_path, ckpt == "on"))
                         res["load_after"] = os.getloadavg()  # the machine may be shared: keep its load per run
                         runs[side].append(res)
                         versions.update(res.get("versions", {}))
                         if "error" in res:
                             print(f"[vs_trl] {size} {n} round {r + 1} {side}: {res['error']}", file=sys.stderr)
                         else:
-                            print(f"[vs_trl] {size} new_tokens={n} round {r + 1}/{args.rounds} {side:>7}: "
+                            print(f"[vs_trl] {size} new_tokens={n} ckpt={ckpt} round {r + 1}/{args.rounds} {side:>7}: "
                                   f"median step {statistics.median(res['times']):.3f} s, "
                                   f"peak RSS {res['rss'] / 2**20:.0f} MB, run {res['wall']:.0f} s, "
                                   f"load {os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
-                cells.append({"size": size, "new_tokens": n, "model_dir": str(model_dir),
+                cells.append({"size": size, "new_tokens": n, "checkpointing": ckpt, "model_dir": str(model_dir),
                               "harness": summarise(runs["harness"]), "trl": summarise(runs["trl"]),
                               "runs": runs})
     finally:
