@@ -74,11 +74,13 @@ def run(args) -> int:
             if logs and "completions/mean_length" in logs:
                 lengths.append(logs["completions/mean_length"])
 
+    micro = args.micro_batch or BATCH_PROMPTS * GROUP_SIZE  # rollouts per forward/backward
+    accumulate = BATCH_PROMPTS * GROUP_SIZE // micro  # micro-batches per generation = per optimizer step
     with tempfile.TemporaryDirectory(prefix="vs-trl-out-") as out_dir:
         config = GRPOConfig(
             output_dir=out_dir, max_steps=args.steps, seed=0, use_cpu=True, bf16=False, fp16=False,
-            per_device_train_batch_size=BATCH_PROMPTS * GROUP_SIZE, num_generations=GROUP_SIZE,
-            gradient_accumulation_steps=1, steps_per_generation=1, num_iterations=1,
+            per_device_train_batch_size=micro, num_generations=GROUP_SIZE,
+            gradient_accumulation_steps=accumulate, steps_per_generation=accumulate, num_iterations=1,
             max_completion_length=args.new_tokens, temperature=1.0, top_p=1.0, top_k=0, min_p=None,
             repetition_penalty=1.0, beta=BETA, loss_type="grpo", scale_rewards="group", epsilon=0.2,
             learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
@@ -108,6 +110,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--new-tokens", type=int, required=True)
     parser.add_argument("--trl-path", default=None, help="folder holding trl (pip install --target)")
+    parser.add_argument("--micro-batch", type=int, default=None, help="per_device_train_batch_size (default 128)")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="GRPOConfig(gradient_checkpointing=True)")
     parser.add_argument("--trl-allow-vllm", action="store_true", help="let TRL import an installed vllm")
     return run(parser.parse_args(argv))

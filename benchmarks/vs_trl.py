@@ -19,7 +19,8 @@ longer-response 64), beta = 0.04 (k3 KL to a frozen reference), one optimizer st
 the same `--threads` (torch threads, OMP_NUM_THREADS, MKL_NUM_THREADS) in both, and gradient checkpointing
 set alike (`--checkpointing off,on`; off by default: TRL's GRPOConfig turns it on unless told, the harness's
 model.gradient_checkpointing is off unless told). The prompts are the arithmetic task's train split; TRL's
-reward function is that task's own `check`.
+reward function is that task's own `check`. `--micro-batch M` splits the update into forward/backward passes
+of M rollouts in both (gradient accumulation; still one generation and one optimizer step per batch).
 
 - harness: `python -m experiments train algo=grpo model.name=<dir> algo.epochs=1 algo.minibatches=1
   algo.kl_coef=0.04 lr=1e-4 rollouts_per_step=128 algo.group_size=8 rollout.max_new_tokens=N ...`;
@@ -118,13 +119,14 @@ def tail(path: Path, n: int = 30) -> str:
 
 # --------------------------------------------------------------------------- harness side
 def harness_command(model_dir: Path, out_dir: Path, cache_dir: Path, *, steps: int, new_tokens: int,
-                    threads: int, checkpointing: bool = False) -> list[str]:
+                    threads: int, checkpointing: bool = False, micro_batch: int | None = None) -> list[str]:
     return [sys.executable, "-m", "experiments", "train", "algo=grpo", f"model.name={model_dir}",
             "model.warmstart=false", f"steps={steps}", f"rollouts_per_step={BATCH_PROMPTS * GROUP_SIZE}",
             f"algo.group_size={GROUP_SIZE}", "algo.epochs=1", "algo.minibatches=1", f"algo.kl_coef={BETA}",
             f"lr={LR}", "lr_schedule=constant", "weight_decay=0.0", "grad_clip=1.0", "seed=0",
             f"rollout.max_new_tokens={new_tokens}", "rollout.temperature=1.0", "rollout.top_p=1.0",
             f"model.gradient_checkpointing={str(checkpointing).lower()}",
+            *([f"micro_batch_size={micro_batch}"] if micro_batch else []),
             f"threads={threads}", "eval_every=1000", "eval_size=8", "checkpoint_every=1000",
             "log.samples_per_step=0", f"out={out_dir}", f"cache_dir={cache_dir}"]
 
@@ -133,7 +135,7 @@ def run_harness(model_dir: Path, work: Path, cache_dir: Path, tag: str, args, ne
                 checkpointing: bool) -> dict:
     out_dir = work / f"harness-{tag}"
     command = harness_command(model_dir, out_dir, cache_dir, steps=args.steps, new_tokens=new_tokens,
-                              threads=args.threads, checkpointing=checkpointing)
+                              threads=args.threads, checkpointing=checkpointing, micro_batch=args.micro_batch)
     log = work / f"harness-{tag}.log"
     code, wall, rss = run_child(command, thread_env(args.threads), args.timeout, log)
     if code != 0:
@@ -153,6 +155,8 @@ def trl_command(model_dir: Path, result: Path, args, new_tokens: int, trl_path: 
                "--new-tokens", str(new_tokens)]
     if checkpointing:
         command.append("--gradient-checkpointing")
+    if args.micro_batch:
+        command += ["--micro-batch", str(args.micro_batch)]
     if trl_path:
         command += ["--trl-path", trl_path]
     if args.trl_allow_vllm:
@@ -257,7 +261,8 @@ def print_report(result: dict) -> None:
     lb, la = result["load_before"], result["load_after"]
     total = f", total {result['total_s']:.0f} s" if result.get("total_s") is not None else ""
     print(f"\nGRPO step, harness vs TRL {versions.get('trl', '?')} GRPOTrainer: {BATCH_PROMPTS} prompts x "
-          f"{GROUP_SIZE} rollouts, beta {BETA}, lr {LR:g}, 1 optimizer step per batch, untrained size presets "
+          f"{GROUP_SIZE} rollouts, beta {BETA}, lr {LR:g}, 1 optimizer step per batch, "
+          f"forward/backward in micro-batches of {args.get('micro_batch') or BATCH_PROMPTS * GROUP_SIZE} rollouts, untrained size presets "
           f"(seed 0), fp32, threads={args['threads']}; step time = median (and 25th percentile) of steps "
           f"2..{args['steps'] - 1} pooled over {args['rounds']} interleaved round(s) of fresh processes; peak RSS "
           f"= median over rounds of the process's ru_maxrss.\n"
@@ -282,6 +287,10 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpointing", default="off",
                         help="comma-separated off|on: gradient checkpointing in both trainers (TRL's GRPOConfig "
                              "default is on; the harness's model.gradient_checkpointing default is off)")
+    parser.add_argument("--micro-batch", type=int, default=None,
+                        help="rollouts per forward/backward in both (harness micro_batch_size=M; TRL "
+                             "per_device_train_batch_size=M with gradient_accumulation_steps = steps_per_generation "
+                             "= 128/M: one generation, one optimizer step); default: the whole batch of 128")
     parser.add_argument("--quick", action="store_true", help="smoke check: tiny only, 1 round, 4 steps")
     parser.add_argument("--trl-path", default=os.environ.get("RLVR_TRL_PATH") or None,
                         help="folder holding trl (pip install --target); default $RLVR_TRL_PATH")
@@ -304,6 +313,8 @@ def main(argv=None) -> int:
         args.sizes, args.rounds, args.steps = "tiny", 1, 4
     if args.steps < 3:
         parser.error("--steps must be >= 3 (step 1 is a warm-up and the last step is dropped)")
+    if args.micro_batch is not None and (args.micro_batch < 1 or (BATCH_PROMPTS * GROUP_SIZE) % args.micro_batch):
+        parser.error(f"--micro-batch must divide {BATCH_PROMPTS * GROUP_SIZE}")
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
     sizes = [s for s in args.sizes.split(",") if s]

@@ -9,7 +9,6 @@ is the peak since the process started (and `resettable` is False).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import time
 from pathlib import Path
 
@@ -27,33 +26,6 @@ def _read_status_kib(field: str) -> int | None:
     except OSError:
         return None
     return None
-
-
-def large_tensors_in_their_own_mappings(threshold: int = 1 << 20) -> bool:
-    """On the CPU, give every allocation of >= `threshold` bytes (tensors) its own mmap, returned to
-    the OS when freed (glibc `mallopt(M_MMAP_THRESHOLD)`; False where that is not glibc).
-
-    By default glibc raises its mmap threshold each time a large block is freed (up to 32 MiB), so
-    from the second step on the update's activations come from the heap, where what the rollout
-    and the previous update freed stays mapped and fragmented: the process's peak grows step after
-    step. A fixed threshold keeps each phase's peak at what it holds (BENCHMARKS §7: at `base`,
-    GRPO, 128 x 16 tokens, the run's peak RSS 2.56 -> 2.15 GB). Fixed for the process's life."""
-    return _LIBC is not None and _LIBC.mallopt(_M_MMAP_THRESHOLD, threshold) == 1
-
-
-_M_MMAP_THRESHOLD = -3  # glibc malloc.h
-
-
-def _load_libc():
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt  # noqa: B018 - glibc only
-        return libc
-    except (OSError, AttributeError):
-        return None
-
-
-_LIBC = _load_libc()
 
 
 def _reset_cpu_peak() -> bool:

@@ -28,7 +28,7 @@ from experiments.distributed import (
     SINGLE, World, full_norm, gather_objects, gather_passes, gathered, gpu_index, lockstep, main_first, reduce_max,
     shard_range,
 )
-from experiments.memory import PhaseTracker, large_tensors_in_their_own_mappings
+from experiments.memory import PhaseTracker
 from experiments.metrics import METRIC_KEYS
 from experiments.models.lora import merged
 from experiments.models.training import build_models, train_mode, trainable
@@ -65,8 +65,6 @@ class Trainer(ModelPasses):
         )
         if self.device.type == "cuda" and world.sharded:
             self.device = torch.device("cuda", gpu_index(world))
-        if self.device.type == "cpu":
-            large_tensors_in_their_own_mappings()
         self.tracker = PhaseTracker(self.device)
         self.task = make_task(cfg.task)
         self.train_examples = self.task.examples("train")
