@@ -1,5 +1,6 @@
 """summary.md: per (experiment, task, model, algorithm) final accuracy IQM with interval, gain over the
-warm start (mean over seeds, interval), P(improvement over grpo), steps to threshold, peak memory, tokens per second, final pass@k."""
+warm start (mean over seeds, interval), P(improvement over grpo), steps to threshold, peak memory,
+tokens per second, final pass@k."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,7 +23,8 @@ def summary_table(runs: pd.DataFrame, *, threshold: float = 0.5, window: int = 1
     final_acc_*: IQM of each run's final eval_accuracy with its stratified-bootstrap 95 %
     interval, over completed runs (over all runs, flagged `final_over_unfinished`, when none
     completed); gain_*: each run's last eval_accuracy minus its step-0 eval_accuracy (the warm
-    start), mean over the same runs with its percentile-bootstrap 95 % interval; p_improve_*: P(this algorithm's final accuracy > `baseline`'s) with interval;
+    start), mean over the same runs with its percentile-bootstrap 95 % interval;
+    p_improve_*: P(this algorithm's final accuracy > `baseline`'s) with interval;
     steps_to_threshold: first step where the mean eval accuracy over seeds (trailing mean over
     `window` evals) reaches `threshold`; peak_mem_bytes: max over steps of mem_peak_bytes, mean
     over runs; tokens_per_s: mean over steps, mean over runs; final_eval_pass@k (runs logged
@@ -68,8 +70,9 @@ def summary_table(runs: pd.DataFrame, *, threshold: float = 0.5, window: int = 1
                 finals_k = final_values(part, column) if part[column].notna().any() else pd.Series(dtype=float)
                 row[f"final_{column}"] = finals_k.mean() if len(finals_k) else np.nan
             rows.append(row)
-    columns = ["experiment", "task.name", "model.name", "algo", "n_runs", "n_completed", "final_over_unfinished", "final_acc_iqm",
-               "final_acc_low", "final_acc_high", "gain_mean", "gain_low", "gain_high", "p_improve", "p_improve_low", "p_improve_high",
+    columns = ["experiment", "task.name", "model.name", "algo", "n_runs", "n_completed", "final_over_unfinished",
+               "final_acc_iqm", "final_acc_low", "final_acc_high", "gain_mean", "gain_low", "gain_high",
+               "p_improve", "p_improve_low", "p_improve_high",
                "steps_to_threshold", "peak_mem_bytes", "tokens_per_s", *(f"final_{c}" for c in pass_columns)]
     return pd.DataFrame.from_records(rows).reindex(columns=columns)
 
@@ -105,8 +108,8 @@ def write_summary(runs: pd.DataFrame, out_dir: str | Path, *, threshold: float =
              f"Steps to {threshold:g}: first step where the mean eval accuracy over seeds"
              f"{f' (trailing mean over {window} evals)' if window > 1 else ''} reaches {threshold:g}. "
              "Peak memory: max over steps of mem_peak_bytes, mean over runs. Tokens/s: mean over steps and runs.", ""]
-    header = ["algorithm", "runs (completed)", "final accuracy IQM [95 % CI]", "gain mean [95 % CI]", f"P(> {baseline}) [95 % CI]",
-              f"steps to {threshold:g}", "peak memory", "tokens/s"]
+    header = ["algorithm", "runs (completed)", "final accuracy IQM [95 % CI]", "gain mean [95 % CI]",
+              f"P(> {baseline}) [95 % CI]", f"steps to {threshold:g}", "peak memory", "tokens/s"]
     for (experiment, task, model), part in table.groupby(["experiment", "task.name", "model.name"], sort=True):
         lines += [f"## {_setting_title(experiment, task, model)}", "", "| " + " | ".join(header) + " |",
                   "|" + "|".join(["---"] * len(header)) + "|"]

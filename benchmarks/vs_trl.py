@@ -65,6 +65,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 BATCH_PROMPTS, GROUP_SIZE = 16, 8
 BETA, LR = 0.04, 1e-4
@@ -218,21 +220,11 @@ def summarise(runs: list[dict]) -> dict:
     pooled = [t for r in ok for t in r["times"]]
     per_round = [statistics.median(r["times"]) for r in ok if r["times"]]
     lens = [r["resp_len"] for r in ok if r.get("resp_len") is not None]
-    return {"step": statistics.median(pooled) if pooled else None, "step_p25": quantile(pooled, 0.25),
+    return {"step": statistics.median(pooled) if pooled else None, "step_p25": float(np.percentile(pooled, 25)) if pooled else None,
             "step_min": min(pooled) if pooled else None,
             "round_min": min(per_round) if per_round else None, "round_max": max(per_round) if per_round else None,
             "rss": statistics.median(r["rss"] for r in ok), "n_runs": len(ok), "n_steps": len(pooled),
             "resp_len": statistics.mean(lens) if lens else None, "errors": len(runs) - len(ok)}
-
-
-def quantile(values: list[float], q: float):
-    """The q-quantile (linear interpolation) of values; None if empty."""
-    if not values:
-        return None
-    v = sorted(values)
-    pos = q * (len(v) - 1)
-    lo = int(pos)
-    return v[lo] + (v[min(lo + 1, len(v) - 1)] - v[lo]) * (pos - lo)
 
 
 def format_table(cells: list[dict]) -> str:

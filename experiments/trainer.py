@@ -117,7 +117,8 @@ class Trainer(ModelPasses):
         def rows_pass(forward):  # (B, T)
             return gather_passes(forward, chunks, self.world)
 
-        if self._old_logp_pass_needed():
+        old_logp_pass = self._old_logp_pass_needed()
+        if old_logp_pass:
             with self.tracker.phase("update"):
                 old_logp = rows_pass(lambda rows: self._forward_logp(self.policy, rollouts, rows)[0])
         else:  # filled by the update's own forward pass (`_micro_step`), before any optimizer step
@@ -130,7 +131,7 @@ class Trainer(ModelPasses):
             with self.tracker.phase("critic"):
                 values = rows_pass(lambda rows: self._values(rollouts, rows, mask.shape[1])) * mask
         return StepTensors(mask=mask, old_logp=old_logp, ref_logp=ref_logp, values=values, returns=None,
-                           old_logp_from_update=not self._old_logp_pass_needed())
+                           old_logp_from_update=not old_logp_pass)
 
     def _my_rows(self, size: int) -> tuple[int, int]:
         """[lo, hi): the batch rows whose passes this rank runs (whole groups)."""

@@ -37,7 +37,7 @@ from experiments.models import file_lock, load_policy, publish_dir_atomically, r
 from experiments.prompts import PromptTemplate
 from experiments.rollout import HFRollout, Sampling
 
-RECIPE_VERSION = 2  # (the default lr, 3e-3 -> 1e-3, is part of the key already)  # bump when the training recipe changes, to invalidate old caches
+RECIPE_VERSION = 2  # bump when the training recipe changes, to invalidate old caches (the lr is in the key)
 INFO_FILE = "warmstart.json"
 # TaskConfig fields that change neither the examples nor the check (excluded from the cache key)
 _TASK_FIELDS_NOT_IN_KEY = ("format_reward", "verify_timeout_s", "verify_workers")

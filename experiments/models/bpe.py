@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 
-from experiments.models.tokenizer import _QWEN2_SPLIT_REGEX
+from experiments.models.tokenizer import as_fast_tokenizer, qwen2_byte_level
 
 ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 BPE_SPECIAL_TOKENS = (ENDOFTEXT, IM_START, IM_END)  # ids 0, 1, 2 (pad, -, eos), as in Qwen2.5-Instruct's roles
@@ -56,28 +56,12 @@ def build_bpe_tokenizer(vocab_size: int = BPE_VOCAB_SIZE, seed: int = 0):
     """Train the byte-level BPE on ``training_corpus(seed)`` and wrap it as a
     ``PreTrainedTokenizerFast`` (pad ``<|endoftext|>``, EOS ``<|im_end|>``, no BOS, left padding,
     the chat template set). Deterministic: the same inputs give the same vocabulary and merges."""
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import models, pre_tokenizers, trainers
 
-    backend = Tokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
-    backend.normalizer = normalizers.NFC()
-    backend.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(_QWEN2_SPLIT_REGEX), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
-    backend.decoder = decoders.ByteLevel()
+    backend = qwen2_byte_level(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=list(BPE_SPECIAL_TOKENS),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     backend.train_from_iterator(training_corpus(seed), trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token=ENDOFTEXT,
-        eos_token=IM_END,
-        unk_token=None,
-        padding_side="left",
-        model_max_length=4096,
-        clean_up_tokenization_spaces=False,
-        additional_special_tokens=[IM_START],
-    )
+    tokenizer = as_fast_tokenizer(backend, pad_token=ENDOFTEXT, eos_token=IM_END, additional_special_tokens=[IM_START])
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer

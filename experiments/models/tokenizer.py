@@ -53,26 +53,33 @@ def build_char_tokenizer():
     loads a Qwen2 model directory's tokenizer as ``Qwen2Tokenizer`` whatever the saved class, and with
     this construction both give identical ids.
     """
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from tokenizers import models
+
+    backend = qwen2_byte_level(models.BPE(vocab=dict(VOCAB), merges=[], unk_token=None, fuse_unk=False,
+                                          byte_fallback=False))
+    backend.add_special_tokens(list(SPECIAL_TOKENS))
+    return as_fast_tokenizer(backend, pad_token=PAD_TOKEN, eos_token=EOS_TOKEN, bos_token=BOS_TOKEN)
+
+
+def qwen2_byte_level(model):
+    """A `tokenizers.Tokenizer` around ``model`` with Qwen2's normalizer, pre-tokenizer (its split
+    regex, digits one by one, then byte-level) and byte-level decoder."""
+    from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers
+
+    backend = Tokenizer(model)
+    backend.normalizer = normalizers.NFC()
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(_QWEN2_SPLIT_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    backend.decoder = decoders.ByteLevel()
+    return backend
+
+
+def as_fast_tokenizer(backend, **special_tokens):
+    """``backend`` as a transformers tokenizer: left padding (for generation), no unknown token, no
+    clean-up of spaces on decode; ``special_tokens``: pad_token, eos_token, ... as transformers names them."""
     from transformers import PreTrainedTokenizerFast
 
-    backend = Tokenizer(models.BPE(vocab=dict(VOCAB), merges=[], unk_token=None, fuse_unk=False, byte_fallback=False))
-    backend.normalizer = normalizers.NFC()
-    backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(_QWEN2_SPLIT_REGEX), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    backend.decoder = decoders.ByteLevel()
-    backend.add_special_tokens(list(SPECIAL_TOKENS))
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token=PAD_TOKEN,
-        eos_token=EOS_TOKEN,
-        bos_token=BOS_TOKEN,
-        unk_token=None,
-        padding_side="left",
-        model_max_length=4096,
-        clean_up_tokenization_spaces=False,
-    )
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token=None, padding_side="left",
+                                   model_max_length=4096, clean_up_tokenization_spaces=False, **special_tokens)
