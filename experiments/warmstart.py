@@ -42,7 +42,8 @@ INFO_FILE = "warmstart.json"
 # TaskConfig fields that change neither the examples nor the check (excluded from the cache key)
 _TASK_FIELDS_NOT_IN_KEY = ("format_reward", "verify_timeout_s", "verify_workers")
 # TaskConfig fields added after RECIPE_VERSION 2, with the default that reproduces the earlier examples
-_TASK_FIELDS_ADDED_LATER = {"template": "plain", "system_prompt": "", "scratchpad": False}
+_TASK_FIELDS_ADDED_LATER = {"template": "plain", "system_prompt": "", "scratchpad": False,
+                           "scratchpad_frac": 1.0}
 
 
 def sft_batch(tokenizer, examples, template=None) -> tuple[Tensor, Tensor, Tensor]:

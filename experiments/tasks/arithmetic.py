@@ -1,14 +1,16 @@
 """Arithmetic: "3+5=" -> "8", with operands, operators and terms from the TaskConfig; split by
 the operand and operator multisets, so no eval problem has a permutation in train. With
 ``task.scratchpad`` the target works one operation at a time, "12+7+5=" -> "19+5=24", and any
-completion whose last "="-separated part is the value is correct."""
+completion whose last "="-separated part is the value is correct; ``task.scratchpad_frac`` < 1 writes
+that share of targets with the scratchpad and the rest as the bare answer, so response length is
+free to change under RL."""
 
 import itertools
 import random
 import re
 from typing import Iterator, Sequence
 
-from experiments.tasks.base import _ENUMERATE_LIMIT, Example, Task, _sample_distinct
+from experiments.tasks.base import _ENUMERATE_LIMIT, Example, Task, _sample_distinct, hash_unit
 
 
 _INT_ANSWER = re.compile(r"[+-]?[0-9]{1,60}")
@@ -97,9 +99,17 @@ class ArithmeticTask(Task):
     def _example(self, operands: Sequence[int], ops: Sequence[str]) -> Example:
         expr = str(operands[0]) + "".join(op + str(x) for op, x in zip(ops, operands[1:]))
         answer = str(arithmetic_value(operands, ops))
-        target = "=".join(reduction_steps(operands, ops)) if self.cfg.scratchpad else answer
+        target = "=".join(reduction_steps(operands, ops)) if self._shows_scratchpad(expr) else answer
         return Example(prompt=expr + "=", answer=answer, target=target,
                        meta={"operands": list(operands), "ops": "".join(ops)})
+
+    def _shows_scratchpad(self, expr: str) -> bool:
+        """Whether the target of problem `expr` is the scratchpad chain: always with
+        task.scratchpad at scratchpad_frac 1, for that share of problems (by hash) below 1."""
+        cfg = self.cfg
+        if not cfg.scratchpad:
+            return False
+        return cfg.scratchpad_frac >= 1.0 or hash_unit(f"scratchpad:{expr}") < cfg.scratchpad_frac
 
     def canonical(self, example: Example) -> str:
         """The operand multiset and the operator multiset: "3+5+1=" and "1+3+5=" (same answer)

@@ -31,6 +31,10 @@ class TaskConfig:
     scratchpad: bool = field(default=False, metadata={
         "help": "arithmetic: the target works one operation at a time ('12+7+5=' -> '19+5=24'); correct iff the "
                 "last '='-separated part of the completion is the value (give rollout.max_new_tokens room)"})
+    scratchpad_frac: float = field(default=1.0, metadata={
+        "help": "arithmetic with task.scratchpad: share of problems whose target shows the scratchpad, the "
+                "rest the bare answer (chosen by a hash of the prompt); both check correct, so a warm start "
+                "on a mix leaves RL free to lengthen or shorten responses"})
     countdown_numbers: int = field(default=3, metadata={
         "help": "countdown: how many numbers are given (2..6); each may be used at most once"})
     n_train: int = field(default=2000, metadata={
@@ -70,6 +74,9 @@ class TaskConfig:
         _check(bool(self.ops) and set(self.ops) <= set(ARITHMETIC_OPS), "ops", self.ops,
                f"a non-empty string of operators from {ARITHMETIC_OPS!r}")
         _check(self.n_terms >= 2, "n_terms", self.n_terms, "an integer >= 2")
+        _check(0.0 <= self.scratchpad_frac <= 1.0, "scratchpad_frac", self.scratchpad_frac, "a number in [0, 1]")
+        _check(self.scratchpad or self.scratchpad_frac == 1.0, "scratchpad_frac", self.scratchpad_frac,
+               "1.0 without task.scratchpad=true (the mix needs the scratchpad on)")
         _check(2 <= self.countdown_numbers <= 6, "countdown_numbers", self.countdown_numbers,
                "an integer in 2..6")
         _check(self.n_train >= 1, "n_train", self.n_train, "an integer >= 1")
@@ -168,11 +175,16 @@ class Task:
         return state
 
 
-def hash_split(key: str, eval_fraction: float, val_fraction: float = 0.0) -> str:
-    """With u the SHA-256 of `key` read as a number in [0, 1): "eval" if u < eval_fraction,
-    "val" if u < eval_fraction + val_fraction, else "train"."""
+def hash_unit(key: str) -> float:
+    """The SHA-256 of `key` read as a number in [0, 1): the same on every machine and run."""
     digest = hashlib.sha256(key.encode("utf-8")).digest()
-    u = int.from_bytes(digest[:8], "big") / 2.0**64
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def hash_split(key: str, eval_fraction: float, val_fraction: float = 0.0) -> str:
+    """With u = hash_unit(key): "eval" if u < eval_fraction, "val" if u < eval_fraction +
+    val_fraction, else "train"."""
+    u = hash_unit(key)
     if u < eval_fraction:
         return "eval"
     return "val" if u < eval_fraction + val_fraction else "train"

@@ -2,6 +2,7 @@
 import dataclasses
 import itertools
 import json
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -201,6 +202,34 @@ def test_scratchpad_check_reads_the_last_value_of_a_chain(completion, score):
     assert (ex.prompt, ex.target, ex.answer) == ("12+7+5=", "19+5=24", "24")
     assert task.check(completion, ex) == score
     assert make_task(TaskConfig()).check("19+5=24", ex) == 0.0  # without scratchpad: the bare integer only
+
+
+@pytest.mark.parametrize("frac", [0.0, 0.3, 0.5])
+def test_scratchpad_frac_mixes_bare_and_chained_targets(frac):
+    """scratchpad_frac of the targets show the chain, the rest the bare answer; both check correct,
+    the examples (prompts, answers, splits) are those of scratchpad_frac=1, and the choice is a
+    property of the problem (same prompt, same format in every split and seed)."""
+    base = TaskConfig(n_terms=4, n_train=2000, scratchpad=True)
+    full, mixed = make_task(base), make_task(dataclasses.replace(base, scratchpad_frac=frac))
+    for split in ("train", "eval"):
+        chained = [ex.target != ex.answer for ex in mixed.examples(split)]
+        assert [ex.prompt for ex in mixed.examples(split)] == [ex.prompt for ex in full.examples(split)]
+        assert [ex.target for ex in full.examples(split)] != [ex.answer for ex in full.examples(split)]
+        assert abs(sum(chained) / len(chained) - frac) < 0.05, (split, sum(chained) / len(chained))
+        for ex in mixed.examples(split):
+            assert mixed.check(ex.target, ex) == 1.0 and mixed.check(ex.answer, ex) == 1.0
+    reseeded = make_task(dataclasses.replace(base, scratchpad_frac=frac, seed=1))
+    fmt = {ex.prompt: ex.target for ex in mixed.examples("train")}
+    assert all(fmt[ex.prompt] == ex.target for ex in reseeded.examples("train") if ex.prompt in fmt)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(scratchpad=True, scratchpad_frac=1.5), "task.scratchpad_frac=1.5 is invalid: expected a number in [0, 1]"),
+    (dict(scratchpad_frac=0.5), "task.scratchpad_frac=0.5 is invalid: expected 1.0 without task.scratchpad=true"),
+])
+def test_scratchpad_frac_is_validated(overrides, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        TaskConfig(**overrides).validate()
 
 
 def test_every_target_checks_correct():

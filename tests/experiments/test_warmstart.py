@@ -56,6 +56,12 @@ def test_cache_dir_is_keyed_by_what_changes_the_result(tmp_path):
     assert warmstart_dir(cfg, "tiny", cache_dir=tmp_path, target_band=(0.2, 0.5), **ARGS) != path
     assert warmstart_dir(dataclasses.replace(cfg, digits=2), "tiny", cache_dir=tmp_path, **ARGS) != path
     assert warmstart_dir(cfg, "small", cache_dir=tmp_path, **ARGS) != path
+    chained = dataclasses.replace(cfg, scratchpad=True)  # a field added later: in the key once set
+    mixed = dataclasses.replace(chained, scratchpad_frac=0.5)
+    assert len({path, warmstart_dir(chained, "tiny", cache_dir=tmp_path, **ARGS),
+                warmstart_dir(mixed, "tiny", cache_dir=tmp_path, **ARGS)}) == 3
+    key = ws.cache_key(chained, "tiny", init_seed=0, target_band=(0.1, 0.5), **ARGS)
+    assert key["task"]["scratchpad"] is True and "scratchpad_frac" not in key["task"]
 
 
 def test_warmstart_is_cached_deterministic_and_records_accuracy(tmp_path, monkeypatch):
