@@ -161,12 +161,18 @@ def fig_degenerate(runs: pd.DataFrame, out_dir: str | Path, *, palette: dict[str
 def fig_length(runs: pd.DataFrame, out_dir: str | Path, *, palette: dict[str, str] | None = None,
                smooth: int = 1, n_boot: int = 2000) -> pd.DataFrame:
     """fig5_length: response length over training, all / correct / incorrect responses, for the
-    GRPO and Dr.GRPO runs (the presets as published; their variants only where a preset has none)."""
+    GRPO and Dr.GRPO runs (the presets as published; their variants only where a preset has none),
+    and GRPO variants with another `algo.aggregation` (the length knob on its own)."""
     _require_columns(runs, ["algo.name"])
     sel = pd.concat([_runs_with(_preset_runs(runs, name), "resp_len_mean") for name in ("grpo", "dr_grpo")])
     found = sorted(sel["algo.name"].unique())
     if found != ["dr_grpo", "grpo"]:
         raise SkipFigure(f"needs runs of both grpo and dr_grpo that logged resp_len_mean (found: {', '.join(found) or 'none'})")
+    if "algo.aggregation" in runs and (sel["algo"] == "grpo").any():
+        from algos.presets import PRESETS  # plain dataclasses, no torch
+
+        grpo = runs[(runs["algo.name"] == "grpo") & (runs["algo"] != "grpo")]
+        sel = pd.concat([sel, _runs_with(grpo[grpo["algo.aggregation"] != PRESETS["grpo"].aggregation], "resp_len_mean")])
     metrics = [("resp_len_mean", "All responses", "response length (tokens)"),
                ("resp_len_correct_mean", "Correct responses", "response length (tokens)"),
                ("resp_len_incorrect_mean", "Incorrect responses", "response length (tokens)")]

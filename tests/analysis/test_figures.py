@@ -230,6 +230,24 @@ def test_fig_length_grpo_vs_dr_grpo(tiny, tmp_path):
         fig_length(tiny[tiny["algo.name"] == "grpo"], tmp_path)
 
 
+def test_fig_length_adds_grpo_with_another_aggregation(tmp_path):
+    """GRPO with Dr.GRPO's sum/L (the length knob alone) is drawn beside the two presets; a GRPO
+    variant that keeps the per-sequence mean (scale=none) is not."""
+    root = tmp_path / "runs"
+    variants = {"grpo": ("grpo", {}), "dr_grpo": ("dr_grpo", {}),
+                "grpo_sumnorm": ("grpo", {"aggregation": "seq_mean_token_sum_norm"}),
+                "grpo_none": ("grpo", {"scale": "none"})}
+    for i, (name, (algo, knobs)) in enumerate(variants.items()):
+        for seed in (0, 1):
+            metrics = {"resp_len_mean": [10 + i, 9 + i], "resp_len_correct_mean": [8, 8],
+                       "resp_len_incorrect_mean": [12, 10 + i]}
+            write_run(root, f"{name}_s{seed}", metrics=metrics, algo=algo, seed=seed, **knobs)
+    data = fig_length(load_runs(root), tmp_path, n_boot=50)
+    assert set(data.algo) == {"grpo", "dr_grpo", "grpo aggregation=seq_mean_token_sum_norm"}
+    sumnorm = data[(data.algo == "grpo aggregation=seq_mean_token_sum_norm") & (data.metric == "resp_len_mean")]
+    np.testing.assert_allclose(sumnorm.sort_values("step")["mean"], [12, 11])
+
+
 def test_fig_clip_by_eps_high(tiny, tmp_path):
     data = fig_clip(tiny, tmp_path, n_boot=100)
     assert _files_written(tmp_path, "fig6_clip")
