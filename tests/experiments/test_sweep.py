@@ -89,7 +89,9 @@ def test_grid_without_axes_is_one_cell_named_after_the_grid():
 
 
 def test_shipped_grids_parse_and_validate():
-    sizes = {"ppo_vs_grpo": 20, "std_ablation": 20, "length": 10, "memory": 12, "clip_higher": 6, "dynamic_sampling": 6}
+    sizes = {"ppo_vs_grpo": 20, "std_ablation": 20, "length": 15, "memory": 12, "clip_higher": 6, "dynamic_sampling": 6,
+             "dr_grpo_knobs": 15}
+    assert {p.stem for p in (REPO / "experiments" / "grids").glob("*.yaml")} == set(sizes)
     for name, size in sizes.items():
         g = sweep.load_grid(REPO / "experiments" / "grids" / f"{name}.yaml")
         cells = g.cells()
