@@ -168,11 +168,14 @@ def fig_length(runs: pd.DataFrame, out_dir: str | Path, *, palette: dict[str, st
     found = sorted(sel["algo.name"].unique())
     if found != ["dr_grpo", "grpo"]:
         raise SkipFigure(f"needs runs of both grpo and dr_grpo that logged resp_len_mean (found: {', '.join(found) or 'none'})")
+    extra = ""
     if "algo.aggregation" in runs and (sel["algo"] == "grpo").any():
         from algos.presets import PRESETS  # plain dataclasses, no torch
 
         grpo = runs[(runs["algo.name"] == "grpo") & (runs["algo"] != "grpo")]
-        sel = pd.concat([sel, _runs_with(grpo[grpo["algo.aggregation"] != PRESETS["grpo"].aggregation], "resp_len_mean")])
+        variants = _runs_with(grpo[grpo["algo.aggregation"] != PRESETS["grpo"].aggregation], "resp_len_mean")
+        if len(variants):
+            sel, extra = pd.concat([sel, variants]), " (and GRPO with another aggregation)"
     metrics = [("resp_len_mean", "All responses", "response length (tokens)"),
                ("resp_len_correct_mean", "Correct responses", "response length (tokens)"),
                ("resp_len_incorrect_mean", "Incorrect responses", "response length (tokens)")]
@@ -180,7 +183,7 @@ def fig_length(runs: pd.DataFrame, out_dir: str | Path, *, palette: dict[str, st
     palette = palette or algo_palette(data["algo"].unique())
     with plt.rc_context(_RC):
         fig = _curve_grid(data, metrics, palette,
-                          f"Response length, GRPO vs Dr.GRPO: mean and 95 % interval over {_seed_counts(sel)}")
+                          f"Response length, GRPO vs Dr.GRPO{extra}: mean and 95 % interval over {_seed_counts(sel)}")
         return _save(fig, out_dir, "fig5_length", data)
 
 
