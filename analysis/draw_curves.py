@@ -175,7 +175,7 @@ def fig_length(runs: pd.DataFrame, out_dir: str | Path, *, palette: dict[str, st
         grpo = runs[(runs["algo.name"] == "grpo") & (runs["algo"] != "grpo")]
         variants = _runs_with(grpo[grpo["algo.aggregation"] != PRESETS["grpo"].aggregation], "resp_len_mean")
         if len(variants):
-            sel, extra = pd.concat([sel, variants]), " (and GRPO with another aggregation)"
+            sel, extra = pd.concat([sel, variants]), " and GRPO variants"
     metrics = [("resp_len_mean", "All responses", "response length (tokens)"),
                ("resp_len_correct_mean", "Correct responses", "response length (tokens)"),
                ("resp_len_incorrect_mean", "Incorrect responses", "response length (tokens)")]

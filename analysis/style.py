@@ -30,7 +30,9 @@ PRESET_COLORS: dict[str, str] = {  # seaborn "colorblind"; fixed so every figure
     "dapo": "#cc78bc",     # purple
     "rloo": "#ca9161",     # brown
 }
-_EXTRA_COLORS = ("#d55e00", "#56b4e9", "#949494", "#ece133", "#fbafe4", "#000000",
+# variants: black and sky blue first, far from every preset's hue (vermillion next to GRPO's orange
+# made "grpo" and a GRPO variant hard to tell apart)
+_EXTRA_COLORS = ("#000000", "#56b4e9", "#d55e00", "#949494", "#ece133", "#fbafe4",
                  "#8c564b", "#17becf", "#bcbd22", "#7f7f7f")
 SIZE_ORDER = ("tiny", "small", "base", "medium", "large")  # experiments/models/presets.py size presets
 SETTING_KEYS = ("experiment", "task.name", "model.name")  # runs differing here are never averaged together
