@@ -128,3 +128,40 @@ def test_grpo_learns_through_a_chat_template_on_the_bpe_tokenizer(tmp_path):
 
 MARGIN_CHAT = 0.05
 CHAT_EVAL_GAIN = 0.0
+
+
+LENGTH_TASK = ("task.n_terms=4", "task.scratchpad=true", "task.scratchpad_frac=0.5", "rollout.max_new_tokens=32")
+LENGTH_GAP_MARGIN = 0.8  # minimum (GRPO - Dr.GRPO) seed-mean gap between wrong and right response lengths
+
+
+@pytest.mark.slow
+def test_grpo_keeps_long_wrong_answers_where_dr_grpo_does_not(tmp_path):
+    """Dr.GRPO §3.2 on the length grid's task (4-term sums, half the warm-start targets with a
+    scratchpad, half bare; experiments/grids/length.yaml): GRPO's per-sequence 1/|o| pushes a long
+    wrong answer down less than a short one, so its wrong responses stay longer than its right
+    ones; Dr.GRPO's sum/L does not. Two seeds each, 60 steps; the statistic is mean incorrect minus
+    mean correct response length over steps 41-60.
+
+    Measured (2026-12-02, seeds 0-4, 60 steps): GRPO 2.43 2.47 2.11 2.55 2.49 tokens, Dr.GRPO 0.57
+    1.01 1.04 0.73 0.65 (GRPO with only sum/L: 1.46-1.59). Seed-mean difference 1.61, per-seed SDs
+    ~0.17 and ~0.2, so a two-seed difference has SD ~0.19: LENGTH_GAP_MARGIN = 0.8 lies > 4 SDs
+    below it and far above 0.
+    """
+    run_cli("warmstart", *LENGTH_TASK, timeout=900)  # once, before the two parallel runs need it
+
+    def gap(cell):
+        algo, seed = cell
+        out = tmp_path / f"{algo}-s{seed}"
+        run_cli("train", f"algo={algo}", *LENGTH_TASK, f"seed={seed}", "steps=60", "eval_every=60", f"out={out}",
+                timeout=1200)
+        rows = [row for row in read_jsonl(out / "metrics.jsonl") if row["step"] > 40]
+        assert len(rows) == 20
+        mean = lambda key: sum(r[key] for r in rows if r[key] is not None) / sum(r[key] is not None for r in rows)
+        return mean("resp_len_incorrect_mean") - mean("resp_len_correct_mean")
+
+    cells = [("grpo", 0), ("dr_grpo", 0), ("grpo", 1), ("dr_grpo", 1)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        gaps = dict(zip(cells, pool.map(gap, cells)))
+    grpo = (gaps["grpo", 0] + gaps["grpo", 1]) / 2
+    dr_grpo = (gaps["dr_grpo", 0] + gaps["dr_grpo", 1]) / 2
+    assert grpo - dr_grpo >= LENGTH_GAP_MARGIN, {cell: round(value, 2) for cell, value in gaps.items()}
