@@ -173,7 +173,8 @@ def fig_length(runs: pd.DataFrame, out_dir: str | Path, *, palette: dict[str, st
         from algos.presets import PRESETS  # plain dataclasses, no torch
 
         grpo = runs[(runs["algo.name"] == "grpo") & (runs["algo"] != "grpo")]
-        variants = _runs_with(grpo[grpo["algo.aggregation"] != PRESETS["grpo"].aggregation], "resp_len_mean")
+        other = grpo["algo.aggregation"].notna() & (grpo["algo.aggregation"] != PRESETS["grpo"].aggregation)
+        variants = _runs_with(grpo[other], "resp_len_mean")
         if len(variants):
             sel, extra = pd.concat([sel, variants]), " and GRPO variants"
     metrics = [("resp_len_mean", "All responses", "response length (tokens)"),

@@ -12,7 +12,8 @@ the loaded runs cannot support raises `SkipFigure` with a message naming the run
                         K = 4, 8, 16 and the measured groups), and the share of gradient weight
                         by success rate with and without std-normalization
     fig4_degenerate     share of degenerate groups with and without dynamic sampling
-    fig5_length         response length (all / correct / incorrect), GRPO vs Dr.GRPO
+    fig5_length         response length (all / correct / incorrect), GRPO vs Dr.GRPO (and GRPO
+                        variants with another algo.aggregation)
     fig6_clip           clip fractions and entropy for eps_high 0.2 vs 0.28
     fig7_critic         PPO's critic explained variance beside the PPO and GRPO reward curves
     fig8_k4_advantages  the lesson's K = 4 panel: advantages of example reward vectors,
