@@ -14,6 +14,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from analysis.labels import _preset_defaults  # noqa: E402
 from analysis.stats import aggregate_over_seeds  # noqa: E402
 from analysis.style import (  # noqa: E402
     _RC, _TITLE_IN_PER_CHAR, SETTING_KEYS, STEP_LABEL, SkipFigure, _finish, _is_on, _preset_runs, _require_columns,
@@ -170,10 +171,9 @@ def fig_length(runs: pd.DataFrame, out_dir: str | Path, *, palette: dict[str, st
         raise SkipFigure(f"needs runs of both grpo and dr_grpo that logged resp_len_mean (found: {', '.join(found) or 'none'})")
     extra = ""
     if "algo.aggregation" in runs and (sel["algo"] == "grpo").any():
-        from algos.presets import PRESETS  # plain dataclasses, no torch
-
         grpo = runs[(runs["algo.name"] == "grpo") & (runs["algo"] != "grpo")]
-        other = grpo["algo.aggregation"].notna() & (grpo["algo.aggregation"] != PRESETS["grpo"].aggregation)
+        preset = _preset_defaults("grpo")["aggregation"]
+        other = grpo["algo.aggregation"].notna() & (grpo["algo.aggregation"] != preset)
         variants = _runs_with(grpo[other], "resp_len_mean")
         if len(variants):
             sel, extra = pd.concat([sel, variants]), " and GRPO variants"

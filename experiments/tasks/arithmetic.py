@@ -104,12 +104,9 @@ class ArithmeticTask(Task):
                        meta={"operands": list(operands), "ops": "".join(ops)})
 
     def _shows_scratchpad(self, expr: str) -> bool:
-        """Whether the target of problem `expr` is the scratchpad chain: always with
-        task.scratchpad at scratchpad_frac 1, for that share of problems (by hash) below 1."""
-        cfg = self.cfg
-        if not cfg.scratchpad:
-            return False
-        return cfg.scratchpad_frac >= 1.0 or hash_unit(f"scratchpad:{expr}") < cfg.scratchpad_frac
+        """Whether the target of problem `expr` is the scratchpad chain: with task.scratchpad, for
+        scratchpad_frac of the problems by hash (every one at 1, as hash_unit < 1)."""
+        return self.cfg.scratchpad and hash_unit(f"scratchpad:{expr}") < self.cfg.scratchpad_frac
 
     def canonical(self, example: Example) -> str:
         """The operand multiset and the operator multiset: "3+5+1=" and "1+3+5=" (same answer)
